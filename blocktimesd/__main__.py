@@ -1,0 +1,5 @@
+import sys
+
+from blocktimesd.cli import main
+
+sys.exit(main())

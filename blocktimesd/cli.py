@@ -1,0 +1,99 @@
+"""Command line: ``blocktimesd <subcommand>``; :func:`main` returns the exit code.
+
+Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+import uvloop
+
+from blocktimesd import __version__
+from blocktimesd.devnet.cli import add_devnet_parser, run_devnet
+from blocktimesd.errors import BlocktimesError, ConfigError
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="blocktimesd",
+        description="Measure block times of the Autonomys Network.",
+    )
+    parser.add_argument("--version", action="version", version=f"blocktimesd {__version__}")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="logging threshold (default: INFO)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_devnet_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
+        return int(exc.code or 0)
+    logging.basicConfig(
+        level=args.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        if args.command == "devnet":
+            return _run_async(run_devnet(args))
+    except ConfigError as exc:
+        print(f"blocktimesd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BlocktimesError as exc:
+        print(f"blocktimesd: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    parser.print_help(sys.stderr)
+    return EXIT_USAGE
+
+
+def _run_async(coro: Coroutine[Any, Any, int]) -> int:
+    """Run a subcommand on uvloop; SIGINT/SIGTERM cancel it, a second one forces exit."""
+    async def runner() -> int:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        signals = 0
+
+        def on_signal(signum: int) -> None:
+            nonlocal signals
+            signals += 1
+            if signals > 1:
+                logging.getLogger("blocktimesd").warning("second signal: exiting now")
+                raise SystemExit(128 + signum)
+            task.cancel()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal, signum)
+        try:
+            return await coro
+        except asyncio.CancelledError:
+            if signals:
+                return EXIT_OK
+            raise
+
+    result: int = uvloop.run(runner())
+    return result

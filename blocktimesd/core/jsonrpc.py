@@ -1,0 +1,183 @@
+"""JSON-RPC 2.0 framing, without I/O.
+
+Server side (the simulated node): :func:`parse_incoming` turns one WebSocket text
+message into calls, and the ``result``/``error``/``notification`` helpers build the
+objects to send back.  Client side (the daemon): :class:`ClientFraming` numbers
+requests and turns incoming messages into events: responses, errors and
+subscription notifications.  Serialisation is ``orjson`` in both directions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from blocktimesd.errors import ProtocolError, RpcError
+
+__all__ = [
+    "INTERNAL_ERROR",
+    "INVALID_PARAMS",
+    "INVALID_REQUEST",
+    "METHOD_NOT_FOUND",
+    "PARSE_ERROR",
+    "Call",
+    "ClientFraming",
+    "Invalid",
+    "Notification",
+    "Response",
+    "error",
+    "notification",
+    "parse_incoming",
+    "result",
+]
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+
+JsonId = int | str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A request (``id`` set) or a client notification (``is_notification``)."""
+
+    id: JsonId
+    method: str
+    params: list[Any] | dict[str, Any]
+    is_notification: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """An entry that is not a valid request; answered with this error object."""
+
+    id: JsonId
+    code: int
+    message: str
+
+
+def parse_incoming(data: bytes | str) -> tuple[list[Call | Invalid], bool]:
+    """Parse one message from a client; return its entries and whether it was a batch."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return [Invalid(None, PARSE_ERROR, "Parse error")], False
+    if isinstance(obj, list):
+        if not obj:
+            return [Invalid(None, INVALID_REQUEST, "Invalid request")], False
+        return [_parse_entry(entry) for entry in obj], True
+    return [_parse_entry(obj)], False
+
+
+def _parse_entry(obj: Any) -> Call | Invalid:
+    if not isinstance(obj, dict):
+        return Invalid(None, INVALID_REQUEST, "Invalid request")
+    req_id = obj.get("id")
+    if not isinstance(req_id, int | str | None) or isinstance(req_id, bool):
+        return Invalid(None, INVALID_REQUEST, "Invalid request")
+    method = obj.get("method")
+    if obj.get("jsonrpc") != "2.0" or not isinstance(method, str):
+        return Invalid(req_id, INVALID_REQUEST, "Invalid request")
+    params = obj.get("params", [])
+    if params is None:
+        params = []
+    if not isinstance(params, list | dict):
+        return Invalid(req_id, INVALID_PARAMS, "Invalid params")
+    return Call(req_id, method, params, "id" not in obj)
+
+
+def result(req_id: JsonId, value: Any) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": req_id, "result": value}
+
+
+def error(req_id: JsonId, code: int, message: str, data: Any = None) -> dict[str, Any]:
+    err: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        err["data"] = data
+    return {"jsonrpc": "2.0", "id": req_id, "error": err}
+
+
+def notification(method: str, subscription: str, value: Any) -> dict[str, Any]:
+    return {
+        "jsonrpc": "2.0",
+        "method": method,
+        "params": {"subscription": subscription, "result": value},
+    }
+
+
+# Client side ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """The answer to request ``id``: ``error`` is set when the node returned one."""
+
+    id: int
+    result: Any
+    error: RpcError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    method: str
+    subscription: str
+    result: Any
+
+
+class ClientFraming:
+    """Numbers outgoing requests and classifies incoming messages."""
+
+    def __init__(self) -> None:
+        self._next_id = 1
+
+    def request(self, method: str, params: list[Any]) -> tuple[int, dict[str, Any]]:
+        req_id = self._next_id
+        self._next_id += 1
+        return req_id, {"jsonrpc": "2.0", "id": req_id, "method": method, "params": params}
+
+    def encode(self, payload: dict[str, Any] | list[dict[str, Any]]) -> bytes:
+        return orjson.dumps(payload)
+
+    def receive(self, data: bytes | str) -> list[Response | Notification]:
+        """Parse one incoming message (single or batch) into events."""
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise ProtocolError(f"node sent invalid JSON: {exc}") from None
+        items = obj if isinstance(obj, list) else [obj]
+        return [self._event(item) for item in items]
+
+    @staticmethod
+    def _event(obj: Any) -> Response | Notification:
+        if not isinstance(obj, dict) or obj.get("jsonrpc") != "2.0":
+            raise ProtocolError(f"not a JSON-RPC 2.0 message: {obj!r:.200}")
+        if "id" in obj and obj["id"] is not None:
+            req_id = obj["id"]
+            if not isinstance(req_id, int):
+                raise ProtocolError(f"response id {req_id!r} was never sent")
+            if "error" in obj:
+                err = obj["error"]
+                if not isinstance(err, dict) or not isinstance(err.get("code"), int):
+                    raise ProtocolError(f"malformed error object: {err!r:.200}")
+                return Response(
+                    req_id, None, RpcError(err["code"], str(err.get("message")), err.get("data"))
+                )
+            if "result" not in obj:
+                raise ProtocolError(f"response {req_id} has neither result nor error")
+            return Response(req_id, obj["result"])
+        params = obj.get("params")
+        if (
+            isinstance(obj.get("method"), str)
+            and isinstance(params, dict)
+            and "subscription" in params
+        ):
+            return Notification(obj["method"], str(params["subscription"]), params.get("result"))
+        if "error" in obj:
+            err = obj["error"]
+            raise RpcError(err.get("code", 0), str(err.get("message")), err.get("data"))
+        raise ProtocolError(f"unexpected message: {obj!r:.200}")
