@@ -24,6 +24,7 @@ __all__ = ["main"]
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,11 +36,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level",
         default="INFO",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        choices=LOG_LEVELS,
+        help="logging threshold (default: INFO)",
+    )
+    # Subcommands accept --log-level too, after their name.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default=argparse.SUPPRESS,
         help="logging threshold (default: INFO)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    add_devnet_parser(sub)
+    add_devnet_parser(sub, [common])
     return parser
 
 
@@ -54,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # websockets logs every server start and stop at INFO; operators need only its warnings.
+    logging.getLogger("websockets").setLevel(max(logging.WARNING, logging.getLogger().level))
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
@@ -72,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run_async(coro: Coroutine[Any, Any, int]) -> int:
     """Run a subcommand on uvloop; SIGINT/SIGTERM cancel it, a second one forces exit."""
+
     async def runner() -> int:
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()

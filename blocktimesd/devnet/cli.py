@@ -50,9 +50,10 @@ def _port(text: str) -> int:
     return value
 
 
-def add_devnet_parser(sub: Any) -> None:
+def add_devnet_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "devnet",
+        parents=parents,
         help="run the simulated Autonomys network (consensus + Auto-EVM)",
         description=_DESCRIPTION,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

@@ -30,7 +30,8 @@ for (const n of numbers.map(Number)) {
   } else {
     const count = (await at.query.system.eventCount()).toNumber();
     const segment = await at.query.system.eventSegments(0);
-    events = segment.slice(0, count);
+    const records = segment.isSome === undefined ? segment : segment.unwrapOr([]);
+    events = Array.from(records).slice(0, count);
   }
   const version = await api.rpc.state.getRuntimeVersion(block.header.parentHash);
   out.blocks.push({
@@ -54,6 +55,6 @@ for (const n of numbers.map(Number)) {
   });
 }
 
-console.log(JSON.stringify(out));
 await api.disconnect();
-process.exit(0);
+// Exit only once stdout is flushed: a pipe takes 64 KiB at a time.
+process.stdout.write(JSON.stringify(out) + "\n", () => process.exit(0));

@@ -7,6 +7,7 @@ the real type path.  Values follow :mod:`blocktimesd.core.codec`'s value model.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 
@@ -71,6 +72,10 @@ MULTI_ADDRESS = c.enum(
     ("Raw", 2, (c.Field(None, BYTES, "Vec<u8>"),)),
     ("Address32", 3, (c.Field(None, c.U8Array(32), "[u8; 32]"),)),
     ("Address20", 4, (c.Field(None, c.U8Array(20), "[u8; 20]"),)),
+)
+# polkadot.js reads the AccountId type from these parameters.
+MULTI_ADDRESS = dataclasses.replace(
+    MULTI_ADDRESS, params=(("AccountId", ACCOUNT_ID32), ("AccountIndex", UNIT))
 )
 
 # sp_runtime::MultiSignature: Ed25519 / Sr25519 ([u8; 64]) or Ecdsa ([u8; 65]).
