@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
 import sys
 import time
 
@@ -50,27 +49,46 @@ async def measure(url: str, hashes: list[str], window: int, seconds: float) -> f
 
 
 async def run(args: argparse.Namespace) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "blocktimesd", "--log-level", "WARNING", "devnet",
-         "--consensus-port", "0", "--domain-port", "0", "--history", str(args.history)],
-        stdout=subprocess.PIPE,
-        text=True,
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "blocktimesd",
+        "--log-level",
+        "WARNING",
+        "devnet",
+        "--consensus-port",
+        "0",
+        "--domain-port",
+        "0",
+        "--history",
+        str(args.history),
+        stdout=asyncio.subprocess.PIPE,
     )
     try:
         assert proc.stdout is not None
-        url = proc.stdout.readline().split()[1]
-        proc.stdout.readline()
+        url = (await proc.stdout.readline()).decode().split()[1]
+        await proc.stdout.readline()
         async with connect(url, max_size=None) as ws:
-            await ws.send(orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "chain_getBlockHash",
-                                        "params": [list(range(1, args.history + 1))]}).decode())
+            await ws.send(
+                orjson.dumps(
+                    {
+                        "jsonrpc": "2.0",
+                        "id": 1,
+                        "method": "chain_getBlockHash",
+                        "params": [list(range(1, args.history + 1))],
+                    }
+                ).decode()
+            )
             hashes = orjson.loads(await ws.recv())["result"]
-        print(f"devnet state_getStorage(Timestamp.Now, at) to one client, {args.seconds:.0f} s each")
+        print(
+            f"devnet state_getStorage(Timestamp.Now, at) to one client, {args.seconds:.0f} s each"
+        )
         for window in (1, 8, 64, 256):
             rate = await measure(url, hashes, window, args.seconds)
             print(f"  {window:4d} in flight: {rate:9,.0f} responses/s")
     finally:
         proc.terminate()
-        proc.wait()
+        await proc.wait()
 
 
 if __name__ == "__main__":

@@ -130,18 +130,45 @@ class Notification:
 
 
 class ClientFraming:
-    """Numbers outgoing requests and classifies incoming messages."""
+    """Numbers outgoing requests, remembers which are open, and classifies replies.
+
+    A reply to an id that was never sent is a protocol error; a reply to one the
+    caller gave up on (:meth:`abandon`) is dropped quietly.
+    """
+
+    _ABANDONED_KEPT = 4096  # late replies to timed-out requests we still recognise
 
     def __init__(self) -> None:
         self._next_id = 1
+        self._open: set[int] = set()
+        self._abandoned: dict[int, None] = {}  # insertion-ordered, bounded
+
+    @property
+    def open_requests(self) -> int:
+        return len(self._open)
 
     def request(self, method: str, params: list[Any]) -> tuple[int, dict[str, Any]]:
         req_id = self._next_id
         self._next_id += 1
+        self._open.add(req_id)
         return req_id, {"jsonrpc": "2.0", "id": req_id, "method": method, "params": params}
 
     def encode(self, payload: dict[str, Any] | list[dict[str, Any]]) -> bytes:
         return orjson.dumps(payload)
+
+    def abandon(self, req_id: int) -> None:
+        """Forget a request whose answer is no longer wanted (timed out, cancelled)."""
+        if req_id in self._open:
+            self._open.discard(req_id)
+            self._abandoned[req_id] = None
+            if len(self._abandoned) > self._ABANDONED_KEPT:
+                del self._abandoned[next(iter(self._abandoned))]
+
+    def fail_all(self) -> list[int]:
+        """The connection is gone: every open request is lost.  Returns their ids."""
+        lost = sorted(self._open)
+        self._open.clear()
+        return lost
 
     def receive(self, data: bytes | str) -> list[Response | Notification]:
         """Parse one incoming message (single or batch) into events."""
@@ -150,7 +177,19 @@ class ClientFraming:
         except orjson.JSONDecodeError as exc:
             raise ProtocolError(f"node sent invalid JSON: {exc}") from None
         items = obj if isinstance(obj, list) else [obj]
-        return [self._event(item) for item in items]
+        events: list[Response | Notification] = []
+        for item in items:
+            event = self._event(item)
+            if isinstance(event, Response):
+                if event.id in self._open:
+                    self._open.discard(event.id)
+                elif event.id in self._abandoned:
+                    del self._abandoned[event.id]
+                    continue
+                else:
+                    raise ProtocolError(f"node answered request {event.id}, which was never sent")
+            events.append(event)
+        return events
 
     @staticmethod
     def _event(obj: Any) -> Response | Notification:

@@ -72,6 +72,8 @@ def test_client_requests_are_numbered() -> None:
 
 def test_client_receive() -> None:
     framing = jsonrpc.ClientFraming()
+    framing.request("state_getStorage", [])
+    framing.request("state_getStorage", [])
     events = framing.receive(
         b'[{"jsonrpc":"2.0","id":1,"result":"0x01"},'
         b'{"jsonrpc":"2.0","id":2,"error":{"code":4003,"message":"Client error: UnknownBlock"}}]'
@@ -98,5 +100,26 @@ def test_client_receive() -> None:
     ],
 )
 def test_client_rejects_malformed(message: bytes) -> None:
+    framing = jsonrpc.ClientFraming()
+    framing.request("m", [])
     with pytest.raises(ProtocolError):
-        jsonrpc.ClientFraming().receive(message)
+        framing.receive(message)
+
+
+def test_replies_are_matched_to_open_requests() -> None:
+    framing = jsonrpc.ClientFraming()
+    first, _ = framing.request("a", [])
+    second, _ = framing.request("b", [])
+    assert framing.open_requests == 2
+    framing.abandon(first)
+    # A late answer to an abandoned request is dropped; the other is delivered.
+    events = framing.receive(
+        b'[{"jsonrpc":"2.0","id":1,"result":1},{"jsonrpc":"2.0","id":2,"result":2}]'
+    )
+    assert events == [jsonrpc.Response(second, 2)]
+    assert framing.open_requests == 0
+    with pytest.raises(ProtocolError, match="never sent"):
+        framing.receive(b'{"jsonrpc":"2.0","id":2,"result":2}')
+    third, _ = framing.request("c", [])
+    assert framing.fail_all() == [third]
+    assert framing.open_requests == 0

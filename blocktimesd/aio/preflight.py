@@ -1,0 +1,183 @@
+"""Checks run on every (re)connection, before a node is used.
+
+Chain name and genesis hash (against the configuration when set), runtime version,
+the methods the node offers and whether it allows unsafe ones, whether it is still
+syncing (wait, and say so), and whether it still has the history we need (a pruned
+node gets a clear "use an archive node" error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from blocktimesd.aio.rpc import RpcClient
+from blocktimesd.errors import NodeUnusable, PrunedNode, RpcError, WrongChain
+
+__all__ = ["REQUIRED_METHODS", "NodeExpectations", "NodeInfo", "Preflight", "check_history"]
+
+log = logging.getLogger(__name__)
+
+REQUIRED_METHODS = frozenset(
+    {
+        "chain_getBlockHash",
+        "chain_getHeader",
+        "chain_getBlock",
+        "chain_subscribeNewHeads",
+        "state_getStorage",
+        "state_getRuntimeVersion",
+        "state_getMetadata",
+    }
+)
+TIMESTAMP_NOW_KEY = "0xf0c365c3cf59d671eb72da0e7a4113c49f1f0515f462cdcf84e0f1d6045dfcbb"
+_DISCARDED = "State already discarded"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeExpectations:
+    chain_name: str | None = None
+    genesis_hash: str | None = None
+    syncing_wait_s: float = 3600.0
+    syncing_poll_s: float = 10.0
+    needed_from: int | None = None  # a block whose state and body must still be there
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    endpoint: str
+    chain_name: str
+    node_name: str
+    node_version: str
+    genesis_hash: str
+    spec_name: str
+    spec_version: int
+    methods: frozenset[str] = field(repr=False)
+    unsafe_allowed: bool
+
+
+class Preflight:
+    """The ``on_connect`` hook of an :class:`RpcClient`; remembers what it found."""
+
+    def __init__(self, expect: NodeExpectations, label: str) -> None:
+        self.expect = expect
+        self.label = label
+        self.info: NodeInfo | None = None
+
+    async def __call__(self, client: RpcClient) -> None:
+        url = client.endpoint or "?"
+        results = await client.call_many(
+            [
+                ("system_chain", []),
+                ("system_name", []),
+                ("system_version", []),
+                ("chain_getBlockHash", [0]),
+                ("state_getRuntimeVersion", []),
+                ("rpc_methods", []),
+            ]
+        )
+        for result in results:
+            if isinstance(result, RpcError):
+                raise result
+        chain_name, node_name, node_version, genesis, version, methods_obj = results
+        expect = self.expect
+        if expect.chain_name is not None and chain_name != expect.chain_name:
+            raise WrongChain(
+                f"{self.label}: {url} serves chain {chain_name!r}, but the configuration expects "
+                f"{expect.chain_name!r}; point the endpoint at the right chain or change the "
+                "expected chain name"
+            )
+        if expect.genesis_hash is not None and str(genesis).lower() != expect.genesis_hash.lower():
+            raise WrongChain(
+                f"{self.label}: {url} has genesis {genesis}, but the configuration expects "
+                f"{expect.genesis_hash}; this is another network"
+            )
+        methods = (
+            frozenset(methods_obj.get("methods", []))
+            if isinstance(methods_obj, dict)
+            else frozenset()
+        )
+        missing = sorted(REQUIRED_METHODS - methods) if methods else []
+        if missing:
+            raise NodeUnusable(f"{self.label}: {url} does not offer {', '.join(missing)}")
+        await self._wait_while_syncing(client, url)
+        unsafe = await self._unsafe_allowed(client, str(genesis))
+        self.info = NodeInfo(
+            endpoint=url,
+            chain_name=str(chain_name),
+            node_name=str(node_name),
+            node_version=str(node_version),
+            genesis_hash=str(genesis),
+            spec_name=str(version.get("specName")),
+            spec_version=int(version.get("specVersion", -1)),
+            methods=methods,
+            unsafe_allowed=unsafe,
+        )
+        log.info(
+            "%s: %s is %r (%s %s), runtime %s/%d, unsafe RPC %s",
+            self.label,
+            url,
+            self.info.chain_name,
+            self.info.node_name,
+            self.info.node_version,
+            self.info.spec_name,
+            self.info.spec_version,
+            "allowed" if unsafe else "denied",
+        )
+        if expect.needed_from is not None:
+            await check_history(client, expect.needed_from, self.label)
+
+    async def _wait_while_syncing(self, client: RpcClient, url: str) -> None:
+        waited_since = time.monotonic()
+        while True:
+            health: Any = await client.call("system_health")
+            if not (isinstance(health, dict) and health.get("isSyncing")):
+                return
+            waited = time.monotonic() - waited_since
+            if waited >= self.expect.syncing_wait_s:
+                raise NodeUnusable(
+                    f"{self.label}: {url} is still syncing after {waited:.0f} s; use a synced node"
+                )
+            log.info(
+                "%s: %s is syncing (%s peers); waiting for it to catch up",
+                self.label,
+                url,
+                health.get("peers"),
+            )
+            await asyncio.sleep(self.expect.syncing_poll_s)
+
+    @staticmethod
+    async def _unsafe_allowed(client: RpcClient, genesis: str) -> bool:
+        try:
+            await client.call("state_queryStorage", [], genesis, genesis)
+        except RpcError:
+            return False
+        return True
+
+
+async def check_history(client: RpcClient, number: int, label: str) -> None:
+    """Raise :class:`PrunedNode` unless the node keeps block ``number``'s state and body."""
+    url = client.endpoint or "?"
+    block_hash = await client.call("chain_getBlockHash", number)
+    if block_hash is None:
+        best = await client.call("chain_getHeader")
+        raise NodeUnusable(
+            f"{label}: {url} does not know block {number} (its best block is "
+            f"{int(best['number'], 16)}); choose a range the node has"
+        )
+    try:
+        await client.call("state_getStorage", TIMESTAMP_NOW_KEY, block_hash)
+    except RpcError as exc:
+        if _DISCARDED in exc.message:
+            raise PrunedNode(
+                f"{label}: this node is pruned; use an archive node. {url} no longer has the "
+                f"state of block {number} ({block_hash}): {exc.message}"
+            ) from None
+        raise
+    if await client.call("chain_getBlock", block_hash) is None:
+        raise PrunedNode(
+            f"{label}: this node is pruned; use an archive node. {url} no longer has the "
+            f"body of block {number} ({block_hash})"
+        )
