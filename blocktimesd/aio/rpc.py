@@ -478,14 +478,14 @@ class RpcClient:
             started = self._clock()
             try:
                 await conn.ws.send(body, text=True)
-                done, _ = await asyncio.wait(futures, timeout=timeout)
+                done = await self._wait(futures, timeout)
             except ConnectionClosed:
                 self._abandon(conn, ids)
                 raise ConnectionLost(f"{self.chain}: connection to {conn.url} closed") from None
             except asyncio.CancelledError:
                 self._abandon(conn, ids)
                 raise
-            if len(done) < len(futures):
+            if done < len(futures):
                 self._abandon(conn, ids)
                 for method, _ in calls:
                     self._observer.request_done(method, "timeout", self._clock() - started)
@@ -509,6 +509,22 @@ class RpcClient:
                     self._observer.request_done(method, "connection lost", elapsed)
                     raise exc
             return results
+
+    @staticmethod
+    async def _wait(futures: list[asyncio.Future[Any]], timeout: float) -> int:
+        """How many of ``futures`` completed within ``timeout``.
+
+        On timeout the future being awaited is cancelled with the wait; it counts as
+        not completed, like those still pending.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                for fut in futures:
+                    with contextlib.suppress(Exception):
+                        await fut
+        except TimeoutError:
+            pass
+        return sum(1 for fut in futures if fut.done() and not fut.cancelled())
 
     @staticmethod
     def _abandon(conn: _Connection, ids: list[int]) -> None:
