@@ -19,7 +19,7 @@ Value model:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +40,7 @@ __all__ = [
     "Compact",
     "Enum",
     "Field",
+    "Lazy",
     "Option",
     "Prim",
     "Seq",
@@ -74,7 +75,10 @@ class Codec:
 
 @dataclass(frozen=True, slots=True)
 class Prim(Codec):
-    """A fixed-width primitive: ``u8``..``u128``, ``bool``, ``str``."""
+    """A fixed-width primitive: ``u8``..``u256``, ``i8``..``i256``, ``bool``, ``str``.
+
+    Names starting with ``i`` are signed (two's complement), as in scale-info.
+    """
 
     name: str
     width: int  # bytes; 0 for str
@@ -84,7 +88,7 @@ class Prim(Codec):
             return b"\x01" if value else b"\x00"
         if self.name == "str":
             return scale.compact_bytes(str(value).encode())
-        return int(value).to_bytes(self.width, "little")
+        return int(value).to_bytes(self.width, "little", signed=self.name[0] == "i")
 
     def decode_from(self, reader: scale.Reader) -> Any:
         if self.name == "bool":
@@ -93,8 +97,11 @@ class Prim(Codec):
                 raise DecodeError(f"invalid bool byte {byte:#x} at offset {reader.pos - 1}")
             return byte == 1
         if self.name == "str":
-            return reader.bytes_vec().decode()
-        return int.from_bytes(reader.take(self.width), "little")
+            try:
+                return reader.bytes_vec().decode()
+            except UnicodeDecodeError:
+                raise DecodeError(f"invalid UTF-8 in a str ending at offset {reader.pos}") from None
+        return int.from_bytes(reader.take(self.width), "little", signed=self.name[0] == "i")
 
 
 U8 = Prim("u8", 1)
@@ -104,6 +111,36 @@ U64 = Prim("u64", 8)
 U128 = Prim("u128", 16)
 BOOL = Prim("bool", 1)
 STR = Prim("str", 0)
+
+
+class Lazy(Codec):
+    """A codec found later, by calling ``resolve`` on first use.
+
+    Recursive types (a call enum that contains a ``Vec<Call>`` through
+    ``Utility.batch``) cannot be built as a finite tree of frozen codecs; the builder
+    hands out a ``Lazy`` for a type that is still being built.  Compared by identity.
+    """
+
+    __slots__ = ("_resolve", "_target")
+
+    def __init__(self, resolve: Callable[[], Codec]) -> None:
+        self._resolve = resolve
+        self._target: Codec | None = None
+
+    @property
+    def target(self) -> Codec:
+        if self._target is None:
+            self._target = self._resolve()
+        return self._target
+
+    def encode(self, value: Any) -> bytes:
+        return self.target.encode(value)
+
+    def decode_from(self, reader: scale.Reader) -> Any:
+        return self.target.decode_from(reader)
+
+    def describe(self) -> str:
+        return f"Lazy({self.target.describe()})" if self._target is not None else "Lazy"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,186 @@
+"""What the daemon knows about one chain's blocks, read through one RPC client.
+
+Each block costs one round trip for its facts: the header (unless a subscription
+brought it) and, in one message, ``Timestamp.Now`` plus, on the consensus chain,
+``Domains.SuccessfulBundles``.  Runtime versions are tracked along parent links: a
+block runs its parent's runtime, and only a block whose header carries a
+``RuntimeEnvironmentUpdated`` item changes the runtime of its children, so
+``state_getRuntimeVersion`` is asked once per upgrade rather than once per block.
+Metadata is fetched once per spec version.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from blocktimesd.aio.rpc import RpcClient
+from blocktimesd.core import decode
+from blocktimesd.core.header import RUNTIME_ENVIRONMENT_UPDATED, Header, hex_to_bytes, to_hex
+from blocktimesd.core.runtime import Runtime
+from blocktimesd.core.runtime_version import RuntimeVersion
+from blocktimesd.errors import DecodeError, RpcError, UnsupportedRuntime
+
+__all__ = ["REQUIRED_ITEMS", "BlockFacts", "ChainKind", "ChainReader"]
+
+log = logging.getLogger(__name__)
+
+
+class ChainKind(enum.StrEnum):
+    CONSENSUS = "consensus"
+    AUTO_EVM = "auto-evm"
+    GENERIC = "generic"
+
+
+# What each kind of chain must have in its runtime for its columns.
+REQUIRED_ITEMS: dict[ChainKind, tuple[tuple[str, str, str], ...]] = {
+    ChainKind.GENERIC: (("storage", "Timestamp", "Now"),),
+    ChainKind.AUTO_EVM: (("storage", "Timestamp", "Now"),),
+    ChainKind.CONSENSUS: (
+        ("storage", "Timestamp", "Now"),
+        ("storage", "Domains", "SuccessfulBundles"),
+        ("call", "Domains", "submit_bundle"),
+        ("call", "Subspace", "store_segment_headers"),
+    ),
+}
+_VERSIONS_KEPT = 8192  # block hash -> spec version, for the blocks around the tip
+
+
+@dataclass(frozen=True, slots=True)
+class BlockFacts:
+    """One block's measurements, before the row is formed."""
+
+    number: int
+    hash: bytes
+    parent_hash: bytes
+    timestamp_ms: int | None  # None only where the state has no Timestamp.Now (genesis)
+    spec_version: int  # the runtime that produced the block (its parent's)
+    slot: int | None = None  # consensus
+    segment_headers: int | None = None  # consensus: segment headers stored in the block
+    bundle_count: int | None = None  # consensus
+    consensus_hash: bytes | None = None  # domain: the RGTR link
+
+
+class ChainReader:
+    """Block facts for one chain, with the runtime of every block resolved."""
+
+    def __init__(
+        self, client: RpcClient, kind: ChainKind, label: str, domain_ids: tuple[int, ...] = (0,)
+    ) -> None:
+        self.client = client
+        self.kind = kind
+        self.label = label
+        self.domain_ids = domain_ids
+        self._runtimes: dict[int, Runtime] = {}
+        self._spec_of: OrderedDict[bytes, int] = OrderedDict()
+
+    # -- runtimes ----------------------------------------------------------------------------
+
+    async def runtime_at(self, block_hash: bytes) -> Runtime:
+        """The runtime reported by the state of ``block_hash`` (its children run it)."""
+        spec = self._spec_of.get(block_hash)
+        if spec is not None and spec in self._runtimes:
+            return self._runtimes[spec]
+        version = RuntimeVersion.from_json(
+            await self.client.call("state_getRuntimeVersion", to_hex(block_hash))
+        )
+        runtime = self._runtimes.get(version.spec_version)
+        if runtime is None:
+            metadata = hex_to_bytes(
+                await self.client.call("state_getMetadata", to_hex(block_hash)), "metadata"
+            )
+            runtime = Runtime.from_metadata(metadata, version, self.label)
+            self._runtimes[version.spec_version] = runtime
+            log.info("%s: loaded metadata of runtime %s", self.label, version.label)
+        self._remember(block_hash, version.spec_version)
+        return runtime
+
+    async def runtime_of(self, header: Header) -> Runtime:
+        """The runtime that executed ``header``'s block: its parent's."""
+        runtime = await self.runtime_at(header.parent_hash)
+        if not any(d.kind == RUNTIME_ENVIRONMENT_UPDATED for d in header.digest):
+            self._remember(header.hash(), runtime.spec_version)
+        return runtime
+
+    def _remember(self, block_hash: bytes, spec: int) -> None:
+        self._spec_of[block_hash] = spec
+        self._spec_of.move_to_end(block_hash)
+        if len(self._spec_of) > _VERSIONS_KEPT:
+            self._spec_of.popitem(last=False)
+
+    async def check_runtime(self) -> Runtime:
+        """At start-up: the best block's runtime has what this kind of chain needs."""
+        best = Header.from_json(await self.client.call("chain_getHeader"))
+        runtime = await self.runtime_at(best.hash())
+        check_runtime(runtime, self.kind, self.label)
+        return runtime
+
+    # -- blocks ------------------------------------------------------------------------------
+
+    async def header(self, block_hash: bytes) -> Header | None:
+        obj = await self.client.call("chain_getHeader", to_hex(block_hash))
+        return None if obj is None else Header.from_json(obj)
+
+    async def facts(self, header: Header) -> BlockFacts:
+        """Measure one block whose header is known."""
+        runtime = await self.runtime_of(header)
+        block_hash = header.hash()
+        at = to_hex(block_hash)
+        keys = [to_hex(runtime.storage_key("Timestamp", "Now"))]
+        if self.kind is ChainKind.CONSENSUS:
+            keys += [
+                to_hex(runtime.storage_key("Domains", "SuccessfulBundles", domain))
+                for domain in self.domain_ids
+            ]
+        values = await self.client.call_many([("state_getStorage", [key, at]) for key in keys])
+        for value in values:
+            if isinstance(value, RpcError):
+                raise value
+        raw = [None if v is None else hex_to_bytes(v, "storage value") for v in values]
+        try:
+            timestamp = decode.timestamp_from_storage(raw[0])
+        except DecodeError as exc:
+            raise DecodeError(f"{self.label} block {header.number}: {exc}") from None
+        facts: dict[str, Any] = {}
+        if self.kind is ChainKind.CONSENSUS:
+            facts["slot"] = decode.consensus_slot(header)
+            facts["segment_headers"] = decode.segment_commitment_count(header)
+            facts["bundle_count"] = sum(decode.bundle_count_from_storage(v) for v in raw[1:])
+        elif self.kind is ChainKind.AUTO_EVM:
+            facts["consensus_hash"] = decode.domain_consensus_hash(header)
+        return BlockFacts(
+            number=header.number,
+            hash=block_hash,
+            parent_hash=header.parent_hash,
+            timestamp_ms=timestamp,
+            spec_version=runtime.spec_version,
+            **facts,
+        )
+
+    async def body(self, block_hash: bytes) -> list[bytes] | None:
+        obj = await self.client.call("chain_getBlock", to_hex(block_hash))
+        if obj is None:
+            return None
+        return [hex_to_bytes(x, "extrinsic") for x in obj["block"]["extrinsics"]]
+
+
+def check_runtime(runtime: Runtime, kind: ChainKind, label: str) -> None:
+    """Raise :class:`UnsupportedRuntime` listing every item this chain kind lacks."""
+    missing = []
+    for what, pallet, item in REQUIRED_ITEMS[kind]:
+        try:
+            if what == "storage":
+                runtime.storage_entry(pallet, item)
+            else:
+                runtime.call_index(pallet, item)
+        except UnsupportedRuntime:
+            missing.append(f"{pallet}.{item}")
+    if missing:
+        raise UnsupportedRuntime(
+            f"{label}: runtime {runtime.version.label} lacks {', '.join(missing)}, which a "
+            f"chain of kind {kind.value!r} needs; configure this chain as kind 'generic' to "
+            "measure block times only"
+        )
