@@ -132,3 +132,24 @@ async def test_missing_pallets_are_reported_at_start_up(devnet: Devnet) -> None:
         facts = await generic.facts(best)
         assert facts.timestamp_ms is not None
         assert (facts.slot, facts.bundle_count, facts.consensus_hash) == (None, None, None)
+
+
+async def test_runtime_upgrade_while_following() -> None:
+    params = ChainParams(seed=23, history=30, upgrade_at=34, fork_rate=0.0)
+    devnet = Devnet(params)
+    async with devnet as urls, client_for(urls.consensus) as client:
+        reader = ChainReader(client, ChainKind.CONSENSUS, "consensus")
+        heads = await client.subscribe("chain_subscribeNewHeads", "chain_unsubscribeNewHeads")
+        versions = await client.subscribe(
+            "state_subscribeRuntimeVersion", "state_unsubscribeRuntimeVersion"
+        )
+        assert (await anext(versions))["specVersion"] == 6
+        devnet.publish(devnet.network.advance(devnet.network.now_ms + 120_000))
+        seen: dict[int, int] = {}
+        while max(seen, default=0) < 36:
+            header = Header.from_json(await anext(heads))
+            seen[header.number] = (await reader.facts(header)).spec_version
+        assert (await anext(versions))["specVersion"] == 7
+    # The upgrade block is produced by the old runtime; its children by the new one.
+    assert seen[34] == 6
+    assert seen[35] == 7

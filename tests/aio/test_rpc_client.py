@@ -198,3 +198,13 @@ async def test_preflight_waits_for_history(devnet: Devnet) -> None:
     async with RpcClient(settings(devnet), "consensus", on_connect=check) as client:
         with pytest.raises(PrunedNode):
             await client.wait_ready(5)
+
+
+async def test_out_of_order_answers_under_latency_jitter(devnet: Devnet) -> None:
+    # Jitter makes the node answer separate messages out of order; results keep their order.
+    devnet.set_faults(latency_ms=2, latency_jitter_ms=30)
+    chain = devnet.network.consensus.canonical
+    calls = [("chain_getBlockHash", [b.number]) for b in chain[1:50]]
+    for batch_size in (1, 5):
+        async with RpcClient(settings(devnet, batch_size=batch_size), "consensus") as client:
+            assert await client.call_many(calls) == [b.hash_hex for b in chain[1:50]]
