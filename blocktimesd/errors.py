@@ -12,9 +12,13 @@ Every error the project raises on purpose derives from :class:`BlocktimesError`:
     │   ├── ConnectionLost     the connection closed with the request open
     │   └── RpcTimeout         no answer within the request timeout
     ├── SubscriptionGap        a subscription ended (lag, drop, stall); fill the gap
-    └── NodeUnusable           this node cannot serve us (wrong chain, pruned, ...)
-        ├── WrongChain         chain name or genesis hash differ from the configuration
-        └── PrunedNode         the node discarded state or bodies we need
+    ├── NodeUnusable           this node cannot serve us (wrong chain, pruned, ...)
+    │   ├── WrongChain         chain name or genesis hash differ from the configuration
+    │   └── PrunedNode         the node discarded state or bodies we need
+    ├── StorageError           the dataset cannot be written (disk full, permissions, ...);
+    │   │                      the writer keeps the rows and retries until fixed
+    │   └── DataDirInUse       another process writes to the same DATA_DIR (fatal)
+    └── WriterClosed           an item was offered to a writer that has closed
 
 Messages name the problem and, where there is one, the fix.  :func:`is_retryable`
 is the one place that decides whether an error is worth another attempt.
@@ -28,15 +32,18 @@ __all__ = [
     "BlocktimesError",
     "ConfigError",
     "ConnectionLost",
+    "DataDirInUse",
     "DecodeError",
     "NodeUnusable",
     "ProtocolError",
     "PrunedNode",
     "RpcError",
     "RpcTimeout",
+    "StorageError",
     "SubscriptionGap",
     "TransportError",
     "UnsupportedRuntime",
+    "WriterClosed",
     "WrongChain",
     "is_retryable",
 ]
@@ -108,6 +115,23 @@ class WrongChain(NodeUnusable):
 
 class PrunedNode(NodeUnusable):
     """The node no longer has state or bodies that are needed."""
+
+
+class StorageError(BlocktimesError):
+    """A file under DATA_DIR could not be written; the message names the path and the fix."""
+
+    def __init__(self, message: str, path: str | None = None, errno: int | None = None) -> None:
+        self.path = path
+        self.errno = errno
+        super().__init__(message)
+
+
+class DataDirInUse(StorageError):
+    """Another process holds DATA_DIR's writer lock: there must be one writer per dataset."""
+
+
+class WriterClosed(BlocktimesError):
+    """The writer no longer accepts items (it closed or failed)."""
 
 
 def is_retryable(exc: BaseException) -> bool:

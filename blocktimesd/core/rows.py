@@ -1,0 +1,76 @@
+"""The dataset's rows: one per canonical block, one schema for every chain.
+
+Columns, in this order (documented in ``docs/schema.md``):
+
+=================================  ========  =================================================
+column                             type      meaning
+=================================  ========  =================================================
+chain                              string    configured chain name (e.g. ``consensus``)
+block_number                       uint32
+hash                               string    0x-hex block hash
+parent_hash                        string    0x-hex parent hash
+timestamp_ms                       int64     ``Timestamp.Now`` at the block (ms since epoch)
+delta_since_parent_ms              int64?    timestamp minus the parent's; null when the
+                                             parent has no timestamp (block 1)
+ingestion_ts_ms                    int64     when blocktimesd confirmed the block
+contained_store_segment_headers    bool?     consensus: the block stored segment headers
+bundle_count                       int32?    consensus: bundles of all domains in the block
+consensus_block_hash               string?   domain: the consensus block it was built from
+slot                               int64?    consensus: the block's slot
+spec_version                       int32     runtime that produced the block
+consensus_block_number             int64?    domain: number of ``consensus_block_hash``
+=================================  ========  =================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass, fields
+from typing import Any
+
+__all__ = ["COLUMNS", "ReorgRecord", "Row", "delta_ms"]
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    chain: str
+    block_number: int
+    hash: str
+    parent_hash: str
+    timestamp_ms: int
+    delta_since_parent_ms: int | None
+    ingestion_ts_ms: int
+    contained_store_segment_headers: bool | None
+    bundle_count: int | None
+    consensus_block_hash: str | None
+    slot: int | None
+    spec_version: int
+    consensus_block_number: int | None
+
+    def values(self) -> tuple[Any, ...]:
+        return astuple(self)
+
+
+COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Row))
+
+
+@dataclass(frozen=True, slots=True)
+class ReorgRecord:
+    """One change of the best chain that retracted blocks (``reorgs`` dataset)."""
+
+    chain: str
+    detected_ts_ms: int
+    depth: int  # blocks retracted from the old best chain
+    old_tip_number: int
+    old_tip_hash: str
+    new_tip_number: int
+    new_tip_hash: str
+    common_ancestor_number: int
+    common_ancestor_hash: str
+    beyond_confirmation: bool  # a confirmed block was retracted
+
+
+def delta_ms(timestamp_ms: int | None, parent_timestamp_ms: int | None) -> int | None:
+    """``timestamp(N) - timestamp(parent(N))``; None when either is unknown."""
+    if timestamp_ms is None or parent_timestamp_ms is None:
+        return None
+    return timestamp_ms - parent_timestamp_ms

@@ -1,0 +1,612 @@
+"""The Parquet writer against a real filesystem (tmp_path) and real pyarrow.
+
+Failures are simulated by a :class:`Files` subclass that raises ``OSError`` on demand;
+crashes by one that raises something the writer does not handle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fnmatch
+import logging
+import os
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from blocktimesd.aio.writer import (
+    REORG_SCHEMA,
+    ROW_SCHEMA,
+    DeleteFrom,
+    Files,
+    Flush,
+    ParquetWriter,
+    Reconciliation,
+    WriterSettings,
+    WriterStatus,
+    last_durable,
+    last_durable_row,
+)
+from blocktimesd.core.rotation import parse_file_name, temp_name
+from blocktimesd.core.rows import COLUMNS, ReorgRecord, Row
+from blocktimesd.errors import DataDirInUse, StorageError, WriterClosed
+
+T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z
+MIDNIGHT = 1_700_006_400_000  # 2023-11-15T00:00:00Z
+
+
+def row(n: int, chain: str = "consensus", ts: int | None = None, fork: str = "") -> Row:
+    """A row with every column filled in a way that depends on ``n`` (nulls included)."""
+    timestamp = T0 + 6000 * n if ts is None else ts
+    consensus = chain == "consensus"
+    return Row(
+        chain=chain,
+        block_number=n,
+        hash=f"0x{fork}{n:064x}"[:66],
+        parent_hash=f"0x{n - 1:064x}",
+        timestamp_ms=timestamp,
+        delta_since_parent_ms=None if n == 1 else 6000 + n % 7,
+        ingestion_ts_ms=timestamp + 30_000,
+        contained_store_segment_headers=(n % 3 == 0) if consensus else None,
+        bundle_count=n % 5 if consensus else None,
+        consensus_block_hash=None if consensus else f"0x{n * 2:064x}",
+        slot=n * 6 if consensus else None,
+        spec_version=1 + n // 1000,
+        consensus_block_number=None if consensus else 2 * n,
+    )
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Recorder:
+    """A WriterObserver that remembers everything."""
+
+    files: list[tuple[str, str, int]]
+    deleted: list[tuple[str, int]]
+    failures: list[str]
+    recoveries: int = 0
+    queue_lengths: int = 0
+
+    def file_written(self, dataset: str, chain: str, rows: int) -> None:
+        self.files.append((dataset, chain, rows))
+
+    def rows_deleted(self, chain: str, rows: int) -> None:
+        self.deleted.append((chain, rows))
+
+    def write_failed(self, reason: str) -> None:
+        self.failures.append(reason)
+
+    def write_recovered(self) -> None:
+        self.recoveries += 1
+
+    def queue_length(self, items: int) -> None:
+        self.queue_lengths += 1
+
+
+class FlakyFiles(Files):
+    """Fails named operations with an errno while ``fail`` says so (a partial write
+    first, like a disk that fills mid-file); runs ``hook`` after each operation."""
+
+    def __init__(self) -> None:
+        self.fail: dict[str, int] = {}
+        self.fail_once: dict[str, int] = {}
+        self.hook: Callable[[str, Path], None] | None = None
+
+    def _check(self, operation: str, path: Path) -> None:
+        code = self.fail.get(operation) or self.fail_once.pop(operation, None)
+        if code:
+            raise OSError(code, os.strerror(code), str(path))
+
+    def _after(self, operation: str, path: Path) -> None:
+        if self.hook is not None:
+            self.hook(operation, path)
+
+    def write_new(self, path: Path, data: bytes) -> None:
+        if self.fail.get("write_new"):
+            with open(path, "xb") as half:
+                half.write(data[: len(data) // 2])
+        self._check("write_new", path)
+        super().write_new(path, data)
+        self._after("write_new", path)
+
+    def write_at(self, path: Path, offset: int, data: bytes) -> None:
+        self._check("write_at", path)
+        super().write_at(path, offset, data)
+
+    def replace(self, source: Path, target: Path) -> None:
+        self._check("replace", target)
+        super().replace(source, target)
+        self._after("replace", target)
+
+    def fsync_dir(self, path: Path) -> None:
+        self._check("fsync_dir", path)
+        super().fsync_dir(path)
+
+    def unlink(self, path: Path) -> None:
+        self._check("unlink", path)
+        super().unlink(path)
+
+
+SETTINGS = WriterSettings(
+    max_rows=100, max_minutes=10, queue_size=64, poll_interval=0.01, retry_initial=0.01,
+    retry_cap=0.05,
+)  # fmt: skip
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder([], [], [])
+
+
+@pytest.fixture
+def files() -> FlakyFiles:
+    return FlakyFiles()
+
+
+@pytest.fixture
+async def writer(
+    tmp_path: Path, recorder: Recorder, files: FlakyFiles
+) -> AsyncIterator[ParquetWriter]:
+    w = ParquetWriter(tmp_path, SETTINGS, observer=recorder, files=files, clock=FakeClock())
+    await w.start()
+    yield w
+    await w.close(timeout=5)
+
+
+# -- reading back ------------------------------------------------------------------------
+
+
+def data_files(root: Path) -> list[Path]:
+    """What a glob like DuckDB's ``**/*.parquet`` finds: it does not skip dot files."""
+    return sorted(
+        Path(directory, name)
+        for directory, _, names in os.walk(root)
+        for name in names
+        if fnmatch.fnmatch(name, "*.parquet")
+    )
+
+
+def temp_files(root: Path) -> list[Path]:
+    return [Path(d, n) for d, _, names in os.walk(root) for n in names if n.endswith(".tmp")]
+
+
+def read_rows(root: Path) -> list[Row]:
+    """Every row in the dataset, file by file, checking each file's schema and name."""
+    rows: list[Row] = []
+    for path in data_files(root / "block_times"):
+        table = pq.read_table(path, partitioning=None)
+        assert table.schema.equals(ROW_SCHEMA), path
+        assert tuple(table.column_names) == COLUMNS
+        span = parse_file_name(path.name)
+        assert span is not None
+        numbers = table["block_number"].to_pylist()
+        assert numbers == sorted(numbers)
+        assert (numbers[0], numbers[-1]) == (span.first, span.last)
+        rows.extend(Row(*values) for values in zip(*table.to_pydict().values(), strict=True))
+    return rows
+
+
+def assert_exactly(root: Path, expected: Iterable[Row]) -> None:
+    got = read_rows(root)
+    assert sorted(got, key=lambda r: (r.chain, r.block_number)) == sorted(
+        expected, key=lambda r: (r.chain, r.block_number)
+    )
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll: the conditions are about files and state that signal nothing when they change."""
+    async with asyncio.timeout(timeout):
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+
+
+# -- rows in, files out ------------------------------------------------------------------
+
+
+async def test_rows_come_back_exactly_once_with_the_exact_schema(
+    tmp_path: Path, writer: ParquetWriter, recorder: Recorder
+) -> None:
+    rows = [row(n) for n in range(1, 251)] + [row(n, "auto-evm") for n in range(1, 31)]
+    await writer.put(rows[0])  # one at a time ...
+    await writer.put(rows[1:200])  # ... or in lists
+    await writer.put(tuple(rows[200:]))
+    await writer.flush()
+    assert_exactly(tmp_path, rows)
+    assert sorted(recorder.files) == sorted(
+        [("block_times", "consensus", 100)] * 2
+        + [("block_times", "consensus", 50), ("block_times", "auto-evm", 30)]
+    )
+    (sample, *_) = data_files(tmp_path)
+    meta = pq.ParquetFile(sample).metadata
+    assert meta.row_group(0).column(0).compression == "ZSTD"
+    assert meta.row_group(0).sorting_columns[0].column_index == 1  # block_number
+    # The Hive layout reads as one dataset when the partition types are given.
+    partitioning = ds.partitioning(
+        pa.schema([("chain", pa.string()), ("date", pa.date32())]), flavor="hive"
+    )
+    table = ds.dataset(tmp_path / "block_times", partitioning=partitioning).to_table()
+    assert table.num_rows == len(rows)
+    assert table.column_names == [*COLUMNS, "date"]
+
+
+async def test_rotation_by_rows_happens_without_a_flush(
+    tmp_path: Path, writer: ParquetWriter
+) -> None:
+    await writer.put([row(n) for n in range(1, 231)])
+    await eventually(lambda: writer.buffered_rows == 30)
+    assert len(data_files(tmp_path)) == 2
+    assert last_durable(tmp_path, "consensus") == (200, row(200).hash)
+
+
+async def test_rotation_by_age_on_the_injected_clock(tmp_path: Path, recorder: Recorder) -> None:
+    clock = FakeClock()
+    async with ParquetWriter(tmp_path, SETTINGS, observer=recorder, clock=clock) as writer:
+        await writer.put([row(1), row(2)])
+        await asyncio.sleep(0.05)  # age counts from when the writer takes the row
+        clock.now += 9 * 60
+        await writer.put(row(3))
+        await asyncio.sleep(0.05)
+        assert data_files(tmp_path) == []
+        clock.now += 60  # ten minutes after the first row
+        await eventually(lambda: writer.buffered_rows == 0)
+        assert len(data_files(tmp_path)) == 1
+    assert recorder.files == [("block_times", "consensus", 3)]
+    assert_exactly(tmp_path, [row(1), row(2), row(3)])
+
+
+async def test_a_new_date_rolls_the_previous_one(tmp_path: Path, writer: ParquetWriter) -> None:
+    before = [row(n, ts=MIDNIGHT - 6000 * (5 - n)) for n in range(1, 5)]
+    after = [row(n, ts=MIDNIGHT + 6000 * (n - 5)) for n in range(5, 8)]
+    await writer.put(before)
+    await writer.put(after[0])
+    await eventually(lambda: len(data_files(tmp_path)) == 1)
+    (first,) = data_files(tmp_path)
+    assert first.parent.name == "date=2023-11-14"
+    await writer.put(after[1:])
+    await writer.flush()
+    dates = [p.parent.name for p in data_files(tmp_path)]
+    assert sorted(dates) == ["date=2023-11-14", "date=2023-11-15"]
+    assert_exactly(tmp_path, before + after)
+
+
+async def test_shutdown_writes_open_files_and_close_is_idempotent(tmp_path: Path) -> None:
+    writer = ParquetWriter(tmp_path, SETTINGS)
+    await writer.start()
+    await writer.put([row(n) for n in range(1, 43)])
+    await writer.close(timeout=5)
+    await writer.close(timeout=5)
+    assert writer.status is WriterStatus.CLOSED
+    assert_exactly(tmp_path, [row(n) for n in range(1, 43)])
+    with pytest.raises(WriterClosed):
+        await writer.put(row(43))
+    # The lock is released: another writer may take the directory.
+    async with ParquetWriter(tmp_path, SETTINGS):
+        pass
+
+
+async def test_one_writer_per_data_dir(tmp_path: Path, writer: ParquetWriter) -> None:
+    with pytest.raises(DataDirInUse, match="one blocktimesd per DATA_DIR"):
+        await ParquetWriter(tmp_path, SETTINGS).start()
+
+
+async def test_an_unusable_data_dir_fails_at_start_with_the_fix(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(StorageError, match=r"cannot write .*/file.*not a directory: move it"):
+        await ParquetWriter(tmp_path / "file" / "data", SETTINGS).start()
+
+
+async def test_reorgs_have_their_own_dataset(tmp_path: Path, writer: ParquetWriter) -> None:
+    records = [
+        ReorgRecord("consensus", T0 + i, 1 + i % 3, 100 + i, f"0x{i:x}", 101 + i, f"0xb{i:x}",
+                    99 + i, f"0xa{i:x}", i == 4)
+        for i in range(5)
+    ]  # fmt: skip
+    for record in records:
+        await writer.put(record)
+    await writer.flush()
+    (path,) = data_files(tmp_path / "reorgs")
+    assert path.parent == tmp_path / "reorgs" / "chain=consensus"
+    assert path.name.startswith("part-0000000101-0000000105-")
+    table = pq.read_table(path, partitioning=None)
+    assert table.schema.equals(REORG_SCHEMA)
+    assert [ReorgRecord(*v) for v in zip(*table.to_pydict().values(), strict=True)] == records
+    assert read_rows(tmp_path) == []
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    block_number: int
+    ours: str
+    theirs: str
+
+
+async def test_reconciliation_lines_are_appended_and_torn_lines_dropped(
+    tmp_path: Path, writer: ParquetWriter
+) -> None:
+    path = tmp_path / "reconciliation" / "consensus.jsonl"
+    path.parent.mkdir()
+    path.write_bytes(b'{"old":1}\n{"torn":')  # a crash in the middle of an append
+    await writer.put(Reconciliation("consensus", Mismatch(5, "0x1", "0x2")))
+    await writer.put(Reconciliation("consensus", {"block_number": 6, "ok": True}))
+    await writer.flush()
+    lines = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    assert lines == [
+        {"old": 1},
+        {"block_number": 5, "ours": "0x1", "theirs": "0x2"},
+        {"block_number": 6, "ok": True},
+    ]
+    with pytest.raises(TypeError):
+        Reconciliation("consensus", object())  # refused in the producer, not the writer
+
+
+# -- repair ------------------------------------------------------------------------------
+
+
+async def test_delete_from_rewrites_the_straddling_file_and_drops_later_ones(
+    tmp_path: Path, writer: ParquetWriter, recorder: Recorder
+) -> None:
+    old = [row(n, ts=MIDNIGHT - 6000 * (300 - n)) for n in range(1, 361)]  # crosses midnight
+    await writer.put(old)
+    # Files 1-100, 101-200, 201-299 (the date changes at 300); 300-360 in memory.
+    await eventually(lambda: writer.buffered_rows == 61)
+    assert len(data_files(tmp_path)) == 3
+    before = {p.name for p in data_files(tmp_path)}
+    await writer.put(DeleteFrom("consensus", 150))
+    new = [row(n, ts=MIDNIGHT - 6000 * (300 - n), fork="f") for n in range(150, 171)]
+    await writer.put(new)
+    await writer.flush()
+    assert_exactly(tmp_path, old[:149] + new)
+    after = {p.name for p in data_files(tmp_path)}
+    assert min(before) in after  # the file below the cut is untouched
+    assert recorder.deleted == [("consensus", 360 - 149)]
+    assert last_durable(tmp_path, "consensus") == (170, new[-1].hash)
+    assert temp_files(tmp_path) == []
+
+
+async def test_delete_from_with_a_full_disk_leaves_the_dataset_intact(
+    tmp_path: Path, writer: ParquetWriter, files: FlakyFiles
+) -> None:
+    rows = [row(n) for n in range(1, 201)]
+    await writer.put(rows)
+    await writer.flush()
+    files.fail["write_new"] = errno.ENOSPC
+    await writer.put(DeleteFrom("consensus", 50))
+    await eventually(lambda: writer.status is WriterStatus.FAILING)
+    await asyncio.sleep(0.05)
+    assert_exactly(tmp_path, rows)  # nothing removed while the survivors cannot be written
+    del files.fail["write_new"]
+    await writer.flush()
+    assert_exactly(tmp_path, rows[:49])
+    assert temp_files(tmp_path) == []
+
+
+# -- atomicity and crashes ---------------------------------------------------------------
+
+
+async def test_readers_never_see_a_partial_file(
+    tmp_path: Path, writer: ParquetWriter, files: FlakyFiles
+) -> None:
+    seen: list[int] = []
+
+    def check(operation: str, path: Path) -> None:
+        # Right after the temp file is written and right after the rename: everything a
+        # glob or a pyarrow dataset finds is a complete file.
+        for found in data_files(tmp_path / "block_times"):
+            assert not found.name.startswith(".")
+            pq.read_table(found, partitioning=None)
+        dataset = ds.dataset(tmp_path / "block_times", partitioning=None)
+        seen.append(dataset.count_rows())
+        if operation == "write_new":
+            assert path.name.startswith(".")
+            assert path.exists()
+
+    files.hook = check
+    await writer.put([row(n) for n in range(1, 301)])
+    await writer.flush()
+    assert seen == [0, 100, 100, 200, 200, 300]
+
+
+async def test_a_crash_before_the_rename_leaves_nothing_visible(
+    tmp_path: Path, writer: ParquetWriter, files: FlakyFiles
+) -> None:
+    await writer.put([row(n) for n in range(1, 101)])
+    await writer.flush()
+
+    def power_cut(operation: str, path: Path) -> None:
+        if operation == "write_new":
+            raise RuntimeError("power cut")
+
+    files.hook = power_cut
+    await writer.put([row(n) for n in range(101, 151)])
+    with pytest.raises(WriterClosed):
+        await writer.flush()  # the writer died; nobody is left waiting
+    with pytest.raises(RuntimeError, match="power cut"):
+        await writer.close()
+    (temp,) = temp_files(tmp_path)
+    assert temp.name == temp_name(temp.name[1:-4])
+    assert_exactly(tmp_path, [row(n) for n in range(1, 101)])
+    assert last_durable(tmp_path, "consensus") == (100, row(100).hash)
+    # The next start removes the temp file; the follower resumes from block 101.
+    async with ParquetWriter(tmp_path, SETTINGS) as fresh:
+        assert temp_files(tmp_path) == []
+        await fresh.put([row(n) for n in range(101, 151)])
+    assert_exactly(tmp_path, [row(n) for n in range(1, 151)])
+
+
+async def test_cancelling_mid_write_leaves_complete_files_only(tmp_path: Path) -> None:
+    files = FlakyFiles()
+    release = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    entered = asyncio.Event()
+
+    def stall(operation: str, path: Path) -> None:
+        if operation == "write_new":
+            loop.call_soon_threadsafe(entered.set)
+            asyncio.run_coroutine_threadsafe(release.wait(), loop).result(5)
+
+    files.hook = stall
+    writer = ParquetWriter(tmp_path, SETTINGS, files=files)
+    await writer.start()
+    await writer.put([row(n) for n in range(1, 101)])
+    await entered.wait()
+    await writer.close(timeout=0.05)  # gives up while the file is half done
+    assert data_files(tmp_path) == []
+    release.set()
+    await asyncio.sleep(0.1)  # the worker thread finishes its one atomic file
+    for path in data_files(tmp_path):
+        pq.read_table(path, partitioning=None)
+
+
+async def test_temp_files_and_strangers_are_ignored_by_last_durable(tmp_path: Path) -> None:
+    assert last_durable(tmp_path, "consensus") is None
+    async with ParquetWriter(tmp_path, SETTINGS) as writer:
+        await writer.put([row(n, ts=MIDNIGHT + 6000 * (n - 150)) for n in range(1, 301)])
+    directory = tmp_path / "block_times" / "chain=consensus" / "date=2023-11-14"
+    (directory / ".part-0000000900-0000000999-00000000.parquet.tmp").write_bytes(b"PAR1")
+    (directory / "notes.txt").write_text("hello")
+    assert last_durable(tmp_path, "consensus") == (300, row(300).hash)
+    assert last_durable_row(tmp_path, "consensus") == row(300, ts=MIDNIGHT + 6000 * 150)
+    assert last_durable(tmp_path, "auto-evm") is None
+
+
+# -- disk full, permissions ----------------------------------------------------------------
+
+
+async def test_disk_full_then_recovery_loses_and_duplicates_nothing(
+    tmp_path: Path,
+    files: FlakyFiles,
+    recorder: Recorder,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = WriterSettings(
+        max_rows=50, queue_size=4, poll_interval=0.01, retry_initial=0.01, retry_cap=0.02
+    )
+    caplog.set_level(logging.INFO, logger="blocktimesd.aio.writer")
+    writer = ParquetWriter(tmp_path, settings, observer=recorder, files=files)
+    await writer.start()
+    files.fail["write_new"] = errno.ENOSPC
+    rows = [row(n) for n in range(1, 401)]
+    for chunk in range(4):
+        await writer.put(rows[chunk * 50 : chunk * 50 + 50])
+    await eventually(lambda: writer.status is WriterStatus.FAILING)
+    assert isinstance(writer.error, StorageError)
+    assert writer.error.errno == errno.ENOSPC
+    assert "free space" in str(writer.error)
+    assert "block_times/chain=consensus" in str(writer.error)
+    assert recorder.failures
+    assert recorder.recoveries == 0
+    assert data_files(tmp_path) == []
+    assert temp_files(tmp_path) == []
+    # Backpressure: the queue fills and producers wait.
+    producer = asyncio.ensure_future(
+        asyncio.gather(*(writer.put(rows[i : i + 50]) for i in range(200, 400, 50)))
+    )
+    flush = Flush()
+    await eventually(lambda: writer.queued == 4)
+    await asyncio.sleep(0.05)
+    assert not producer.done()
+    del files.fail["write_new"]
+    await producer
+    await writer.put(flush)
+    await flush
+    assert writer.status is WriterStatus.RUNNING
+    assert writer.error is None
+    assert recorder.recoveries == 1
+    assert_exactly(tmp_path, rows)
+    await writer.close()
+    assert len(recorder.failures) > 1  # retried ...
+    errors = [r.message for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors == [recorder.failures[0]]  # ... and said once
+    assert "writing to" in caplog.text
+    assert "again after" in caplog.text
+
+
+async def test_a_failure_after_the_rename_is_not_written_twice(
+    tmp_path: Path, writer: ParquetWriter, files: FlakyFiles, recorder: Recorder
+) -> None:
+    files.fail_once["fsync_dir"] = errno.EIO
+    await writer.put([row(n) for n in range(1, 11)])
+    await writer.flush()
+    assert len(data_files(tmp_path)) == 1
+    assert recorder.recoveries == 1
+    assert_exactly(tmp_path, [row(n) for n in range(1, 11)])
+
+
+@pytest.mark.parametrize(
+    ("operation", "code", "fix"),
+    [
+        ("replace", errno.EACCES, "write permission"),
+        ("write_new", errno.EROFS, "remount the filesystem read-write"),
+        ("write_at", errno.EDQUOT, "raise the quota"),
+        ("fsync_dir", errno.EIO, "check the disk"),
+    ],
+)
+async def test_errors_name_the_path_and_the_fix(
+    tmp_path: Path, writer: ParquetWriter, files: FlakyFiles, operation: str, code: int, fix: str
+) -> None:
+    files.fail[operation] = code
+    await writer.put(row(1))
+    await writer.put(Reconciliation("consensus", {"n": 1}))
+    flush = Flush()
+    await writer.put(flush)
+    await eventually(lambda: writer.status is WriterStatus.FAILING)
+    assert writer.error is not None
+    assert fix in str(writer.error)
+    assert writer.error.path is not None
+    assert str(tmp_path) in writer.error.path
+    del files.fail[operation]
+    await flush
+    assert_exactly(tmp_path, [row(1)])
+    assert (tmp_path / "reconciliation" / "consensus.jsonl").read_bytes() == b'{"n":1}\n'
+
+
+async def test_close_gives_up_at_its_deadline_while_the_disk_is_full(
+    tmp_path: Path, files: FlakyFiles, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer = ParquetWriter(tmp_path, SETTINGS, files=files)
+    await writer.start()
+    files.fail["write_new"] = errno.ENOSPC
+    await writer.put([row(n) for n in range(1, 21)])
+    flush = Flush()
+    await writer.put(flush)
+    await eventually(lambda: writer.status is WriterStatus.FAILING)
+    async with asyncio.timeout(2):
+        await writer.close(timeout=0.1)
+    with pytest.raises(WriterClosed):
+        await flush
+    assert "20 rows not yet in files" in caplog.text
+    assert data_files(tmp_path) == []
+
+
+async def test_close_reraises_cancellation(tmp_path: Path, files: FlakyFiles) -> None:
+    writer = ParquetWriter(tmp_path, SETTINGS, files=files)
+    await writer.start()
+    files.fail["write_new"] = errno.ENOSPC
+    await writer.put(row(1))
+    closing = asyncio.create_task(writer.close(timeout=60))
+    await asyncio.sleep(0.05)
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    assert writer.status is WriterStatus.CLOSED
+
+
+def test_settings_refuse_nonsense() -> None:
+    with pytest.raises(ValueError, match="must be positive"):
+        WriterSettings(queue_size=0)
+    with pytest.raises(ValueError, match="rotation needs"):
+        _ = WriterSettings(max_rows=0).policy
