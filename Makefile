@@ -14,8 +14,10 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# The main job. Until a real endpoint is configured, this is the simulated network.
-run: devnet
+# The main job: follow both chains (mainnet by default; the built-in simulated network
+# when no configured endpoint is reachable).  Settings: docs/runbook/config.md.
+run: $(STAMP)
+	$(BIN)/blocktimesd run --devnet-if-unreachable
 
 devnet: $(STAMP)
 	$(BIN)/blocktimesd devnet --seed 1 --speed 20

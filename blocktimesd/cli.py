@@ -18,6 +18,7 @@ import uvloop
 from blocktimesd import __version__
 from blocktimesd.devnet.cli import add_devnet_parser, run_devnet
 from blocktimesd.errors import BlocktimesError, ConfigError
+from blocktimesd.run_cli import add_run_parser, run_daemon
 
 __all__ = ["main"]
 
@@ -48,14 +49,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="logging threshold (default: INFO)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_run_parser(sub, [common])
     add_devnet_parser(sub, [common])
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(argv)
+        if args.command is None:  # plain `blocktimesd [--log-level L]` runs the daemon
+            args = parser.parse_args(["run", *argv])
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)
     logging.basicConfig(
@@ -65,12 +70,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # websockets logs every server start and stop at INFO; operators need only its warnings.
     logging.getLogger("websockets").setLevel(max(logging.WARNING, logging.getLogger().level))
-    if args.command is None:
-        parser.print_help(sys.stderr)
-        return EXIT_USAGE
     try:
         if args.command == "devnet":
             return _run_async(run_devnet(args))
+        if args.command == "run":
+            return _run_async(run_daemon(args))
     except ConfigError as exc:
         print(f"blocktimesd: {exc}", file=sys.stderr)
         return EXIT_USAGE

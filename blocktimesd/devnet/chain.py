@@ -28,15 +28,16 @@ class Block:
 
     header: Header
     hash: bytes
-    parent: Block | None
+    parent: Block | None = field(repr=False)
     timestamp_ms: int | None
     spec_version: int  # runtime version reported by this block's state
     seed: int  # everything not in the header is derived from it on demand
     facts: Any  # chain-specific facts used to build the body (frozen dataclass)
     storage: dict[bytes, bytes | None]
     persistent: dict[bytes, bytes]
-    children: list[Block] = field(default_factory=list)
-    link: Block | None = None  # domain: its consensus source; consensus: its domain tip
+    children: list[Block] = field(default_factory=list, repr=False)
+    # domain: its consensus source; consensus: its domain tip
+    link: Block | None = field(default=None, repr=False)
 
     @property
     def hash_hex(self) -> str:

@@ -55,7 +55,7 @@ def test_devnet_help_documents_every_flag(capsys: pytest.CaptureFixture[str]) ->
         (["devnet", "--latency-ms", "-5"], "must not be negative"),
         (["devnet", "--consensus-port", "70000"], "not a TCP port"),
         (["devnet", "--nope"], "unrecognized arguments"),
-        ([], "COMMAND"),
+        (["run", "--bogus"], "unrecognized arguments"),
     ],
 )
 def test_usage_errors_exit_2(

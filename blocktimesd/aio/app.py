@@ -1,0 +1,190 @@
+"""``blocktimesd run``: every chain followed at once, one writer, one HTTP server.
+
+Start-up: the writer takes DATA_DIR (and cleans what a crash left), the HTTP server
+listens, each chain's client connects (preflight on every connection) and its runtime
+is checked for what the chain's kind needs, and each follower resumes after the last
+block that is durable in the dataset.  Shutdown is phased and time-boxed: stop the
+followers (no more intake), then the writer drains and writes every open file, then
+the clients and the HTTP server close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from blocktimesd.aio.chain import ChainKind, ChainReader
+from blocktimesd.aio.follower import ConsensusIndex, Follower
+from blocktimesd.aio.http import HttpServer
+from blocktimesd.aio.metrics import Metrics
+from blocktimesd.aio.preflight import Preflight
+from blocktimesd.aio.rpc import RpcClient
+from blocktimesd.aio.writer import ParquetWriter, WriterSettings, last_durable_row
+from blocktimesd.config import Config
+
+__all__ = ["App"]
+
+log = logging.getLogger(__name__)
+
+
+class App:
+    """The daemon: one follower per configured chain, feeding one writer."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        registry: CollectorRegistry | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.registry = registry or CollectorRegistry()
+        self.metrics = Metrics(
+            self.registry,
+            chains=[c.name for c in config.chains],
+            delta_window=config.delta_window,
+            clock=wall_clock,
+        )
+        self.writer = ParquetWriter(
+            config.data_dir,
+            WriterSettings(
+                max_rows=config.max_rows_per_file,
+                max_minutes=config.max_file_minutes,
+                queue_size=max(16, config.writer_queue_rows),
+            ),
+            observer=_WriterMetrics(self.metrics),
+        )
+        self.clients: dict[str, RpcClient] = {}
+        self.readers: dict[str, ChainReader] = {}
+        self.followers: dict[str, Follower] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wall = wall_clock
+        self.http = HttpServer(
+            self.registry,
+            config.metrics_addr.host,
+            config.metrics_addr.port,
+            alive=self._alive,
+            ready=self._ready,
+        )
+        self.metrics_url: str | None = None
+
+    def _alive(self) -> bool:
+        return all(not t.done() for t in self._tasks)
+
+    def _ready(self) -> tuple[bool, dict[str, Any]]:
+        details = {
+            name: {
+                "connected": self.clients[name].ready,
+                "endpoint": self.clients[name].endpoint,
+                "following": f.following,
+                "confirmed": None if f.tree.confirmed is None else f.tree.confirmed.number,
+            }
+            for name, f in self.followers.items()
+        }
+        ok = bool(details) and all(d["connected"] and d["following"] for d in details.values())
+        return ok, details
+
+    async def start(self) -> None:
+        await self.writer.start()
+        host, port = await self.http.start()
+        self.metrics_url = f"http://{host}:{port}/metrics"
+        log.info("metrics at %s", self.metrics_url)
+        self.metrics.set_up(True)
+        index = None
+        kinds = {c.kind for c in self.config.chains}
+        if {ChainKind.CONSENSUS, ChainKind.AUTO_EVM} <= kinds:
+            index = ConsensusIndex()
+        for chain in self.config.chains:
+            client = RpcClient(
+                self.config.rpc_settings(chain),
+                chain.name,
+                on_connect=Preflight(chain.expectations(), chain.name),
+                observer=self.metrics.rpc_observer(chain.name),
+            )
+            self.clients[chain.name] = client
+            self.readers[chain.name] = ChainReader(
+                client, chain.kind, chain.name, chain.domain_ids or (0,)
+            )
+        consensus_reader = next(
+            (self.readers[c.name] for c in self.config.chains if c.kind is ChainKind.CONSENSUS),
+            None,
+        )
+        for chain in self.config.chains:
+            resume = await asyncio.to_thread(last_durable_row, self.config.data_dir, chain.name)
+            if resume is not None:
+                log.info("%s: resuming after block %d", chain.name, resume.block_number)
+            self.followers[chain.name] = Follower(
+                self.readers[chain.name],
+                chain.name,
+                chain.k,
+                self.writer,
+                self.metrics,
+                resume=resume,
+                consensus=index if chain.kind is not ChainKind.GENERIC else None,
+                consensus_reader=consensus_reader if chain.kind is ChainKind.AUTO_EVM else None,
+                wall_clock=self._wall,
+            )
+        for name, client in self.clients.items():
+            await client.start()
+            self._tasks.append(asyncio.create_task(self._follow(name), name=f"follow-{name}"))
+
+    async def _follow(self, name: str) -> None:
+        client = self.clients[name]
+        await client.wait_ready()
+        await self.readers[name].check_runtime()
+        await self.followers[name].run()
+
+    async def run(self) -> None:
+        """Run until cancelled or until a follower fails; then shut down in phases."""
+        if not self._tasks:
+            await self.start()
+        try:
+            done, _ = await asyncio.wait(self._tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()  # a follower failed: raise its error
+        finally:
+            await self.stop()
+
+    async def stop(self) -> None:
+        deadline = self.config.shutdown_deadline_s
+        log.info("shutting down (deadline %.0f s)", deadline)
+        self.metrics.set_up(False)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        try:
+            await self.writer.close(timeout=max(1.0, deadline - 2))
+        finally:
+            for client in self.clients.values():
+                await client.close()
+            await self.http.stop()
+
+
+class _WriterMetrics:
+    def __init__(self, metrics: Metrics) -> None:
+        self._m = metrics
+
+    def file_written(self, dataset: str, chain: str, rows: int) -> None:
+        if dataset == "block_times":
+            self._m.observe_rows_written(chain, rows)
+            self._m.observe_file_written(chain)
+
+    def rows_deleted(self, chain: str, rows: int) -> None:
+        log.warning("%s: %d orphaned rows deleted", chain, rows)
+
+    def write_failed(self, reason: str) -> None:
+        self._m.observe_writer_error()
+
+    def write_recovered(self) -> None:
+        pass
+
+    def queue_length(self, items: int) -> None:
+        self._m.set_writer_queue(items)

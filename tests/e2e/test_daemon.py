@@ -1,0 +1,141 @@
+"""The daemon end to end: follow the simulated network, then compare the dataset with
+the network's own canonical chains, block by block."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from prometheus_client import CollectorRegistry
+
+from blocktimesd.aio.app import App
+from blocktimesd.aio.chain import ChainKind
+from blocktimesd.config import ChainConfig, Config, MetricsAddr
+from blocktimesd.devnet.app import Devnet
+from blocktimesd.devnet.content import ConsensusFacts
+from blocktimesd.devnet.network import Network
+from blocktimesd.devnet.params import ChainParams
+
+K_CONSENSUS = 12
+K_DOMAIN = 8
+
+
+def config_for(devnet: Devnet, data: Path) -> Config:
+    assert devnet.urls is not None
+    return Config(
+        chains=(
+            ChainConfig("consensus", ChainKind.CONSENSUS, (devnet.urls.consensus,), K_CONSENSUS,
+                        domain_ids=(0,)),
+            ChainConfig("auto-evm", ChainKind.AUTO_EVM, (devnet.urls.domain,), K_DOMAIN),
+        ),
+        data_dir=data,
+        metrics_addr=MetricsAddr("127.0.0.1", 0),
+        max_rows_per_file=40,
+    )  # fmt: skip
+
+
+def read_rows(data: Path, chain: str) -> list[dict[str, Any]]:
+    files = sorted((data / "block_times" / f"chain={chain}").glob("date=*/*.parquet"))
+    rows: list[dict[str, Any]] = []
+    for path in files:
+        rows.extend(pq.read_table(path).to_pylist())
+    return sorted(rows, key=lambda r: r["block_number"])
+
+
+def check_dataset(data: Path, network: Network) -> tuple[int, int]:
+    """Every row is the canonical block of its number, exactly once, with no gap."""
+    consensus = read_rows(data, "consensus")
+    assert consensus, "no consensus rows"
+    numbers = [r["block_number"] for r in consensus]
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), "gap or duplicate"
+    canonical = network.consensus.canonical
+    assert numbers[-1] <= len(canonical) - 1 - K_CONSENSUS
+    for row in consensus:
+        block = canonical[row["block_number"]]
+        assert row["hash"] == block.hash_hex, f"orphan at {row['block_number']}"
+        assert row["timestamp_ms"] == block.timestamp_ms
+        parent = block.parent
+        assert parent is not None
+        expected_delta = (
+            None if parent.timestamp_ms is None else block.timestamp_ms - parent.timestamp_ms
+        )  # type: ignore[operator]
+        assert row["delta_since_parent_ms"] == expected_delta
+        facts = block.facts
+        assert isinstance(facts, ConsensusFacts)
+        assert row["bundle_count"] == facts.bundles
+        assert row["contained_store_segment_headers"] == bool(facts.segments)
+        assert row["slot"] == facts.slot
+        assert row["consensus_block_hash"] is None
+    domain = read_rows(data, "auto-evm")
+    assert domain, "no domain rows"
+    numbers = [r["block_number"] for r in domain]
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), "domain gap or duplicate"
+    for row in domain:
+        block = network.domain.canonical[row["block_number"]]
+        assert row["hash"] == block.hash_hex
+        assert block.link is not None
+        assert row["consensus_block_hash"] == block.link.hash_hex
+        assert row["consensus_block_number"] == block.link.number
+        assert row["timestamp_ms"] == block.link.timestamp_ms
+        assert row["bundle_count"] is None
+    return len(consensus), len(domain)
+
+
+async def advance(devnet: Devnet, seconds: float, step_ms: int = 20_000) -> None:
+    """Let the simulated network run faster than its clock, in small steps."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while loop.time() < end:
+        devnet.publish(devnet.network.advance(devnet.network.now_ms + step_ms))
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("faults", [False, True])
+async def test_dataset_equals_the_canonical_chain(tmp_path: Path, faults: bool) -> None:
+    params = ChainParams(seed=31 + faults, history=60, fork_rate=0.3, stall_every_s=600)
+    devnet = Devnet(params)
+    async with devnet:
+        app = App(config_for(devnet, tmp_path), registry=CollectorRegistry())
+        runner = asyncio.create_task(app.run())
+        await advance(devnet, 3.0)
+        if faults:
+            for _ in range(3):
+                devnet.drop_connections()
+                await advance(devnet, 1.0)
+                await app.clients["consensus"].call("devnet_dropSubscriptions")
+                devnet.stall(0.5)
+                await advance(devnet, 1.5)
+        await advance(devnet, 2.0)
+        runner.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await runner
+    consensus, domain = check_dataset(tmp_path, devnet.network)
+    assert consensus > 50
+    assert domain > 20
+    reorgs = list((tmp_path / "reorgs").glob("chain=*/*.parquet"))
+    assert reorgs, "forks at rate 0.3 must leave reorg records"
+
+
+async def test_resume_after_stop_continues_exactly_once(tmp_path: Path) -> None:
+    params = ChainParams(seed=41, history=60, fork_rate=0.2)
+    devnet = Devnet(params)
+    async with devnet:
+        for _ in range(3):
+            app = App(config_for(devnet, tmp_path), registry=CollectorRegistry())
+            runner = asyncio.create_task(app.run())
+            await advance(devnet, 2.0)
+            runner.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await runner
+            await advance(devnet, 0.5)  # blocks made while the daemon is down
+    consensus, _ = check_dataset(tmp_path, devnet.network)
+    assert consensus > 60
+
+
+def test_config_override_is_a_dataclass() -> None:
+    config = Config(chains=())
+    assert dataclasses.replace(config, max_rows_per_file=5).max_rows_per_file == 5
