@@ -40,6 +40,10 @@ check: lint typecheck
 
 bench: $(STAMP)
 	$(BIN)/python bench/devnet_storage_rps.py
+	$(BIN)/python bench/rpc_transport.py
+	$(BIN)/python bench/decode_cost.py
+	$(BIN)/python bench/writer_throughput.py
+	$(BIN)/python bench/follow.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache tests/js/node_modules

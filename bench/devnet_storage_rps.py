@@ -10,12 +10,11 @@ seconds, for several W. Prints one line per window size.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import sys
 import time
 
 import orjson
 import uvloop
+from devnet_process import devnet_process
 from websockets.asyncio.client import connect
 
 NOW_KEY = "0xf0c365c3cf59d671eb72da0e7a4113c49f1f0515f462cdcf84e0f1d6045dfcbb"
@@ -49,25 +48,7 @@ async def measure(url: str, hashes: list[str], window: int, seconds: float) -> f
 
 
 async def run(args: argparse.Namespace) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "blocktimesd",
-        "--log-level",
-        "WARNING",
-        "devnet",
-        "--consensus-port",
-        "0",
-        "--domain-port",
-        "0",
-        "--history",
-        str(args.history),
-        stdout=asyncio.subprocess.PIPE,
-    )
-    try:
-        assert proc.stdout is not None
-        url = (await proc.stdout.readline()).decode().split()[1]
-        await proc.stdout.readline()
+    async with devnet_process("--history", str(args.history)) as (url, _):
         async with connect(url, max_size=None) as ws:
             await ws.send(
                 orjson.dumps(
@@ -86,9 +67,6 @@ async def run(args: argparse.Namespace) -> None:
         for window in (1, 8, 64, 256):
             rate = await measure(url, hashes, window, args.seconds)
             print(f"  {window:4d} in flight: {rate:9,.0f} responses/s")
-    finally:
-        proc.terminate()
-        await proc.wait()
 
 
 if __name__ == "__main__":

@@ -12,29 +12,15 @@ buffers 64 messages per connection; the devnet does the same.  Prints requests/s
 from __future__ import annotations
 
 import argparse
-import asyncio
-import sys
 import time
 
 import uvloop
+from devnet_process import devnet_process
 
 from blocktimesd.aio.rpc import RpcClient, RpcSettings
 
 NOW_KEY = "0xf0c365c3cf59d671eb72da0e7a4113c49f1f0515f462cdcf84e0f1d6045dfcbb"
 MIXES = [(1, 1), (16, 1), (64, 1), (256, 1), (1, 64), (8, 8), (16, 4), (64, 4), (64, 16)]
-
-
-async def start_devnet(latency_ms: float, history: int) -> tuple[asyncio.subprocess.Process, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "blocktimesd", "--log-level", "WARNING", "devnet",
-        "--consensus-port", "0", "--domain-port", "0", "--history", str(history),
-        "--latency-ms", str(latency_ms),
-        stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    url = (await proc.stdout.readline()).decode().split()[1]
-    await proc.stdout.readline()
-    return proc, url
 
 
 async def measure(url: str, hashes: list[str], inflight: int, batch: int) -> float:
@@ -51,8 +37,10 @@ async def measure(url: str, hashes: list[str], inflight: int, batch: int) -> flo
 
 async def run(args: argparse.Namespace) -> None:
     for latency in (float(x) for x in args.latencies.split(",")):
-        proc, url = await start_devnet(latency, args.blocks)
-        try:
+        async with devnet_process("--history", str(args.blocks), "--latency-ms", str(latency)) as (
+            url,
+            _,
+        ):
             async with RpcClient(RpcSettings(endpoints=(url,)), "bench") as client:
                 hashes = await client.call("chain_getBlockHash", list(range(1, args.blocks + 1)))
             # Fewer blocks under latency: the slow mixes would take minutes otherwise.
@@ -67,9 +55,6 @@ async def run(args: argparse.Namespace) -> None:
                 best = max(best, (rate, (inflight, batch)))
                 print(f"  in flight {inflight:3d}, batch {batch:3d}: {rate:9,.0f} requests/s")
             print(f"  fastest: {best[1][0]} in flight, batch {best[1][1]}")
-        finally:
-            proc.terminate()
-            await proc.wait()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,89 @@
+"""CPU per block and steady memory of the daemon following the simulator at high speed.
+
+A `blocktimesd devnet` process runs at --speed (default 300: ~50 consensus blocks/s);
+the daemon (blocktimesd's App, in this process) follows both chains with the default
+K (100 and 64) for --seconds, writing to a temporary dataset.  Every --every seconds
+it prints blocks confirmed so far, this process's CPU time per block, and its RSS.
+
+    python bench/follow.py [--seconds 300] [--speed 300] [--every 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import uvloop
+from devnet_process import devnet_process
+from prometheus_client import CollectorRegistry
+
+from blocktimesd.aio.app import App
+from blocktimesd.aio.chain import ChainKind
+from blocktimesd.config import ChainConfig, Config, MetricsAddr
+
+
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def run(args: argparse.Namespace) -> None:
+    flags = ("--speed", str(args.speed), "--history", "300", "--chain-stall-every", "0")
+    async with devnet_process(*flags) as (consensus_url, domain_url):
+        with tempfile.TemporaryDirectory() as data:
+            config = Config(
+                chains=(
+                    ChainConfig("consensus", ChainKind.CONSENSUS, (consensus_url,), 100,
+                                domain_ids=(0,)),
+                    ChainConfig("auto-evm", ChainKind.AUTO_EVM, (domain_url,), 64),
+                ),
+                data_dir=Path(data),
+                metrics_addr=MetricsAddr("127.0.0.1", 0),
+            )  # fmt: skip
+            registry = CollectorRegistry()
+            app = App(config, registry=registry)
+            task = asyncio.create_task(app.run())
+            start_wall, start_cpu = time.monotonic(), time.process_time()
+            print(f"following the devnet at {args.speed:g}x for {args.seconds:g} s")
+            print("   time  consensus  auto-evm  blocks/s  CPU ms/block   RSS MiB")
+            elapsed = 0.0
+            while elapsed < args.seconds:
+                await asyncio.sleep(args.every)
+                elapsed = time.monotonic() - start_wall
+                cpu = time.process_time() - start_cpu
+                confirmed = {
+                    c: int(
+                        registry.get_sample_value("blocktimes_confirmed_block", {"chain": c}) or 0
+                    )
+                    for c in ("consensus", "auto-evm")
+                }
+                done = sum(  # confirmed blocks with a delta, both chains
+                    registry.get_sample_value("blocktimes_block_delta_seconds_count", {"chain": c})
+                    or 0
+                    for c in ("consensus", "auto-evm")
+                )
+                per_block = 1000 * cpu / done if done else float("nan")
+                print(f"{elapsed:6.0f}s {confirmed['consensus']:10d} {confirmed['auto-evm']:9d} "
+                      f"{done / elapsed:9.1f} {per_block:13.2f} {rss_mib():9.1f}")  # fmt: skip
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            print(f"peak RSS {peak:.1f} MiB (rows wait in memory until their file rotates)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=300)
+    parser.add_argument("--speed", type=float, default=300)
+    parser.add_argument("--every", type=float, default=30)
+    logging.basicConfig(level=logging.WARNING)
+    uvloop.run(run(parser.parse_args()))
