@@ -25,8 +25,9 @@ from blocktimesd.aio.http import HttpServer
 from blocktimesd.aio.metrics import Metrics
 from blocktimesd.aio.preflight import Preflight
 from blocktimesd.aio.rpc import RpcClient
-from blocktimesd.aio.writer import ParquetWriter, WriterSettings, last_durable_row
+from blocktimesd.aio.writer import ParquetWriter, WriterSettings, durable_tail, last_durable_row
 from blocktimesd.config import Config
+from blocktimesd.core.rows import Row
 
 __all__ = ["App"]
 
@@ -138,7 +139,14 @@ class App:
         client = self.clients[name]
         await client.wait_ready()
         await self.readers[name].check_runtime()
-        await self.followers[name].run()
+        follower = self.followers[name]
+
+        async def tail(count: int) -> list[Row]:
+            await self.writer.flush()
+            return await asyncio.to_thread(durable_tail, self.config.data_dir, name, count)
+
+        await follower.verify_resume(tail)
+        await follower.run()
 
     async def run(self) -> None:
         """Run until cancelled or until a follower fails; then shut down in phases."""

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -146,8 +146,56 @@ class Follower:
                 BlockHash(hex_to_bytes(resume.parent_hash, "resume parent hash")),
             )
             self._parent_ts = resume.timestamp_ms
+        self.k = k
+        self.resume_row = resume
         self.tree = ForkTree(k, confirmed)
         self.following = False
+
+    # -- resuming ------------------------------------------------------------------------------
+
+    async def verify_resume(self, tail: Callable[[int], Awaitable[list[Row]]]) -> None:
+        """Check that the last durable row is still canonical; repair the dataset if not.
+
+        A reorg deeper than K while the daemon was down orphans durable rows: find the
+        highest durable row that the node's canonical chain still has, delete the rows
+        above it, and resume from there.
+        """
+        resume = self.resume_row
+        if resume is None:
+            return
+        client = self.reader.client
+        if await client.call("chain_getBlockHash", resume.block_number) == resume.hash:
+            return
+        rows = await tail(2 * self.k + 64)
+        canonical = await client.call("chain_getBlockHash", [r.block_number for r in rows])
+        keep: Row | None = None
+        for row, block_hash in zip(rows, canonical, strict=True):
+            if row.hash != block_hash:
+                break
+            keep = row
+        if keep is None:
+            raise BlocktimesError(
+                f"{self.chain}: none of the last {len(rows)} durable rows is on the node's "
+                "canonical chain; check that the endpoint serves the same chain as the "
+                "dataset, or move the dataset aside"
+            )
+        log.error(
+            "%s: REORG BEYOND CONFIRMATION while stopped: rows above #%d are orphaned; "
+            "deleting them and resuming from there",
+            self.chain, keep.block_number,
+        )  # fmt: skip
+        self.metrics.observe_reorg(self.chain, resume.block_number - keep.block_number, True)
+        await self.sink.delete_from(self.chain, keep.block_number + 1)
+        self.resume_row = keep
+        self._parent_ts = keep.timestamp_ms
+        self.tree = ForkTree(
+            self.k,
+            BlockRef(
+                keep.block_number,
+                BlockHash(hex_to_bytes(keep.hash, "resume hash")),
+                BlockHash(hex_to_bytes(keep.parent_hash, "resume parent hash")),
+            ),
+        )
 
     # -- the loop ----------------------------------------------------------------------------
 

@@ -399,6 +399,31 @@ def last_durable_row(data_dir: Path | str, chain: str) -> Row | None:
     return Row(*(table[name][at].as_py() for name in COLUMNS))
 
 
+def durable_tail(data_dir: Path | str, chain: str, count: int) -> list[Row]:
+    """Up to ``count`` rows of ``chain`` with the highest block numbers, ascending.
+
+    Read from the files with the highest block numbers only; used on resume to find
+    where the dataset and the node's canonical chain last agree.
+    """
+    files = Files()
+    spans: list[tuple[int, Path]] = []
+    for directory in _chain_dirs(Path(data_dir), files, check_chain(chain)):
+        for name in files.listdir(directory):
+            span = parse_file_name(name)
+            if span is not None:
+                spans.append((span.last, directory / name))
+    rows: list[Row] = []
+    for _, path in sorted(spans, reverse=True):
+        table = pq.read_table(path)
+        rows.extend(
+            Row(*values) for values in zip(*(table[c].to_pylist() for c in COLUMNS), strict=True)
+        )
+        if len(rows) >= count:
+            break
+    rows.sort(key=lambda row: row.block_number)
+    return rows[-count:]
+
+
 def _storage_error(exc: OSError, data_dir: Path) -> StorageError:
     path = exc.filename or str(data_dir)
     code = exc.errno or 0

@@ -14,7 +14,9 @@ from prometheus_client import CollectorRegistry
 
 from blocktimesd.aio.app import App
 from blocktimesd.aio.chain import ChainKind
+from blocktimesd.aio.writer import ParquetWriter
 from blocktimesd.config import ChainConfig, Config, MetricsAddr
+from blocktimesd.core.rows import Row
 from blocktimesd.devnet.app import Devnet
 from blocktimesd.devnet.content import ConsensusFacts
 from blocktimesd.devnet.network import Network
@@ -139,3 +141,58 @@ async def test_resume_after_stop_continues_exactly_once(tmp_path: Path) -> None:
 def test_config_override_is_a_dataclass() -> None:
     config = Config(chains=())
     assert dataclasses.replace(config, max_rows_per_file=5).max_rows_per_file == 5
+
+
+def row_of(block: Any, chain: str = "consensus") -> Row:
+    facts = block.facts
+    parent = block.parent
+    return Row(
+        chain=chain,
+        block_number=block.number,
+        hash=block.hash_hex,
+        parent_hash=parent.hash_hex,
+        timestamp_ms=block.timestamp_ms,
+        delta_since_parent_ms=None
+        if parent.timestamp_ms is None
+        else block.timestamp_ms - parent.timestamp_ms,
+        ingestion_ts_ms=0,
+        contained_store_segment_headers=bool(facts.segments),
+        bundle_count=facts.bundles,
+        consensus_block_hash=None,
+        slot=facts.slot,
+        spec_version=facts.body_spec,
+        consensus_block_number=None,
+    )
+
+
+async def test_rows_orphaned_while_stopped_are_repaired(tmp_path: Path) -> None:
+    params = ChainParams(seed=43, history=80, fork_rate=0.0)
+    devnet = Devnet(params)
+    async with devnet:
+        canonical = devnet.network.consensus.canonical
+        rows = [row_of(b) for b in canonical[1:41]]
+        # Five durable rows on a branch that a deep reorg orphaned while the daemon was down.
+        parent = rows[-1].hash
+        for n in range(41, 46):
+            fake = "0x" + bytes([n]).hex() * 32
+            rows.append(
+                dataclasses.replace(rows[-1], block_number=n, hash=fake, parent_hash=parent)
+            )
+            parent = fake
+        writer = ParquetWriter(tmp_path)
+        await writer.start()
+        await writer.put(rows)
+        await writer.close()
+        config = dataclasses.replace(
+            config_for(devnet, tmp_path), chains=config_for(devnet, tmp_path).chains[:1]
+        )
+        app = App(config, registry=CollectorRegistry())
+        runner = asyncio.create_task(app.run())
+        await advance(devnet, 2.0)
+        runner.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await runner
+    found = read_rows(tmp_path, "consensus")
+    assert [r["block_number"] for r in found] == list(range(1, len(found) + 1))
+    assert all(r["hash"] == canonical[r["block_number"]].hash_hex for r in found)
+    assert len(found) > 50
