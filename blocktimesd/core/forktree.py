@@ -17,22 +17,24 @@ dropped subscription leaves a gap).  :class:`ForkTree` keeps:
 gap fill); duplicates are harmless.  :meth:`ForkTree.set_best` says "the node's best is
 now this block" and returns :data:`Decision` values, in order.  It walks from the new
 best down by parent hash until it meets the confirmed ring.  If a header on the way is
-missing it returns one ``Need*`` decision and stops: the caller fetches, ``add``\\ s what
-it got, and calls :meth:`ForkTree.resume`, until a list carries no ``Need*``.  Linking is
+missing it returns one ``Need*`` decision and stops: the caller fetches, adds what it
+got, and calls :meth:`ForkTree.resume`, until a list carries no ``Need*``.  Linking is
 always checked by parent hash, whatever the caller fetched:
 
 * :class:`NeedAncestor` -- fetch this header by hash (``chain_getHeader(hash)``).  Asked
   for a fork (a block at that height is known, just not this one), for a single skipped
   height, and below the confirmed tip (the walk down a deep reorg).
-* :class:`NeedRange` -- heights were skipped: fetch the node's canonical headers for
-  these numbers (``chain_getBlockHash([...])`` then the headers), at most ``batch``.  A
-  gap of at most ``batch`` heights is asked for from its top; a wider one from its
-  bottom (``confirmed tip + 1`` up), and the tree confirms that batch once its highest
-  block links to the confirmed tip and is K below the best (catch-up), so a gap of any
-  width is bridged in bounded memory.  Catch-up trusts the node's by-number answer for
-  blocks K deep; if the best chain later turns out not to contain them, that is a reorg
-  beyond confirmation and is reported as one (below).  Catch-up may also confirm blocks
-  at or below a fork point before it reaches the fork and emits the :class:`Reorg`.
+* :class:`NeedRange` -- fetch the node's canonical headers for these numbers
+  (``chain_getBlockHash([...])`` then the headers), at most ``batch`` of them.  When the
+  missing block is more than ``batch`` above the confirmed tip and the heights right
+  above the tip are K deep, the range starts at ``confirmed tip + 1`` (catch-up): once
+  the highest block of the answer links to the confirmed tip, the tree confirms up to
+  it, and asks for the next batch; so a gap of any width is bridged in bounded memory.
+  Otherwise skipped heights are asked for from the top of the gap down.  Catch-up
+  trusts the node's by-number answer for blocks K deep; if the best chain later turns
+  out not to contain them, that is a reorg beyond confirmation and is reported as one
+  (below).  Catch-up may also confirm blocks at or below a fork point before it reaches
+  the fork and emits the :class:`Reorg`.
 
 Once linked:
 
@@ -62,19 +64,23 @@ remembers, the tree cannot name the common ancestor: it emits :class:`ForkBelowH
 and is spent (every later call raises ``RuntimeError``).  The rows from
 ``oldest_kept.number`` up are orphaned; the caller walks down by number comparing its
 rows with the node's canonical hashes, deletes the rows above the highest match, and
-builds a new tree with ``confirmed`` = the matching rows.
+builds a new tree with ``confirmed`` = the matching rows.  On a fresh start the ring
+first holds only the virtual anchor, so a fork below the first best's parent also ends
+that way (with nothing emitted, nothing to repair).
 
 Bounds
 ------
-The ring holds ``history`` confirmed blocks (default ``2 * k + 64``).  The unconfirmed
-blocks are at most ``max_blocks`` (default ``4 * k + 1024``) each time ``set_best`` or
-``resume`` returns (between calls the caller's fills may pass it by one batch).  At the
-bound the tree drops, lowest number first, the side branches off the best chain (a
-whole branch at a time), then the not yet linked chain below a pending best (it is
-fetched again if needed); never the best chain, which is at most ``k`` blocks.  After a
-best is linked, blocks that do not descend from the confirmed tip -- including blocks
-at or below the confirmed height off the confirmed chain -- are orphans and are pruned;
-they are never emitted.
+The ring holds ``history`` confirmed blocks (default ``2 * k + 64``; deep reorgs are
+named down to its oldest block).  The unconfirmed blocks are at most ``max_blocks``
+(default ``4 * k + 1024``; at least ``2 * k + 2 * batch + history + 2``) each time
+``set_best`` or ``resume`` returns; between calls the blocks the caller adds may pass
+it by one answer.  At the bound the tree drops the side branches off the best chain,
+lowest first and a whole branch at a time, then the chain under a pending best from
+just below it down (the next walk then catches up from the confirmed tip); never the
+best chain (at most ``k`` blocks), the pending best, or a catch-up batch being linked.
+After a best is linked, blocks that do not descend from the confirmed tip -- blocks at
+or below the confirmed height off the confirmed chain among them -- are orphans and are
+pruned; they are never emitted.
 """
 
 from __future__ import annotations
@@ -461,8 +467,6 @@ class ForkTree:
             self._forget(block.hash)
             self._push_ring(block)
             out.append(Confirmed(block))
-        if not self._best_chain:
-            self._best = self._ring[-1]
         return out
 
     def _is_stale(self, ref: BlockRef) -> bool:
