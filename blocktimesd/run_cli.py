@@ -98,7 +98,11 @@ async def run_daemon(args: argparse.Namespace) -> int:
         config = on_devnet(config, urls.consensus, urls.domain)
     app = App(config)
     try:
-        await app.start()
+        try:
+            await app.start()
+        except BaseException:
+            await app.stop()
+            raise
         sys.stdout.write(
             f"blocktimesd is following {', '.join(c.name for c in config.chains)}\n"
             f"  metrics  {app.metrics_url}\n  dataset  {config.data_dir.resolve()}\n"

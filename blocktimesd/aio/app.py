@@ -1,5 +1,9 @@
 """``blocktimesd run``: every chain followed at once, one writer, one HTTP server.
 
+Under systemd (``Type=notify``) the app says ``READY=1`` once every chain is followed,
+pings the watchdog while its loops are alive and says ``STOPPING=1`` at shutdown; see
+:mod:`blocktimesd.aio.sdnotify`.
+
 Start-up: the writer takes DATA_DIR (and cleans what a crash left), the HTTP server
 listens, each chain's client connects (preflight on every connection) and its runtime
 is checked for what the chain's kind needs, and each follower resumes after the last
@@ -14,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -25,9 +29,11 @@ from blocktimesd.aio.http import HttpServer
 from blocktimesd.aio.metrics import Metrics
 from blocktimesd.aio.preflight import Preflight
 from blocktimesd.aio.rpc import RpcClient
+from blocktimesd.aio.sdnotify import SystemdNotifier, supervise
 from blocktimesd.aio.writer import ParquetWriter, WriterSettings, durable_tail, last_durable_row
 from blocktimesd.config import Config
 from blocktimesd.core.rows import Row
+from blocktimesd.errors import ConfigError
 
 __all__ = ["App"]
 
@@ -43,8 +49,12 @@ class App:
         *,
         registry: CollectorRegistry | None = None,
         wall_clock: Callable[[], float] = time.time,
+        notifier: SystemdNotifier | None = None,
     ) -> None:
         self.config = config
+        # Default: systemd's, from NOTIFY_SOCKET and WATCHDOG_USEC; a no-op without them.
+        self.notifier = notifier or SystemdNotifier()
+        self._supervisor: asyncio.Task[None] | None = None
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics(
             self.registry,
@@ -93,7 +103,14 @@ class App:
 
     async def start(self) -> None:
         await self.writer.start()
-        host, port = await self.http.start()
+        addr = self.config.metrics_addr
+        try:
+            host, port = await self.http.start()
+        except OSError as exc:
+            raise ConfigError(
+                f"METRICS_ADDR: cannot listen on {addr}: {exc.strerror or exc}; choose a free "
+                "address and port (port 0 picks any free port)"
+            ) from None
         self.metrics_url = f"http://{host}:{port}/metrics"
         log.info("metrics at %s", self.metrics_url)
         self.metrics.set_up(True)
@@ -134,6 +151,11 @@ class App:
         for name, client in self.clients.items():
             await client.start()
             self._tasks.append(asyncio.create_task(self._follow(name), name=f"follow-{name}"))
+        if self.notifier.enabled:
+            self._supervisor = asyncio.create_task(
+                supervise(self.notifier, alive=self._alive, ready=self._ready, status=_status),
+                name="sd-notify",
+            )
 
     async def _follow(self, name: str) -> None:
         client = self.clients[name]
@@ -162,6 +184,13 @@ class App:
     async def stop(self) -> None:
         deadline = self.config.shutdown_deadline_s
         log.info("shutting down (deadline %.0f s)", deadline)
+        # systemd stops watching the watchdog at STOPPING=1; TimeoutStopSec= bounds the rest.
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+            self._supervisor = None
+        self.notifier.notify("STOPPING=1", "STATUS=shutting down")
         self.metrics.set_up(False)
         for task in self._tasks:
             task.cancel()
@@ -174,6 +203,17 @@ class App:
             for client in self.clients.values():
                 await client.close()
             await self.http.stop()
+            self.notifier.close()
+
+
+def _status(ready: bool, details: Mapping[str, Any]) -> str:
+    """One line for ``systemctl status``: what each chain is doing."""
+    states = []
+    for name, d in details.items():
+        state = "following" if d["following"] else "connected" if d["connected"] else "connecting"
+        states.append(f"{name} {state}")
+    prefix = "following every chain" if ready else "starting"
+    return f"{prefix}: {', '.join(states)}" if states else prefix
 
 
 class _WriterMetrics:
