@@ -16,6 +16,7 @@ from typing import Any
 import uvloop
 
 from blocktimesd import __version__
+from blocktimesd.backfill_cli import add_backfill_parser, rewrite_backfill_range, run_backfill
 from blocktimesd.devnet.cli import add_devnet_parser, run_devnet
 from blocktimesd.errors import BlocktimesError, ConfigError
 from blocktimesd.run_cli import add_run_parser, run_daemon
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_run_parser(sub, [common])
+    add_backfill_parser(sub, [common])
     add_devnet_parser(sub, [common])
     return parser
 
@@ -58,11 +60,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        argv = rewrite_backfill_range(argv) or argv  # `--backfill-range N:M`, the one-shot form
         args = parser.parse_args(argv)
         if args.command is None:  # plain `blocktimesd [--log-level L]` runs the daemon
             args = parser.parse_args(["run", *argv])
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)
+    except ConfigError as exc:
+        print(f"blocktimesd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     logging.basicConfig(
         level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -75,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_async(run_devnet(args))
         if args.command == "run":
             return _run_async(run_daemon(args))
+        if args.command == "backfill":
+            return _run_async(run_backfill(args))
     except ConfigError as exc:
         print(f"blocktimesd: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -1,0 +1,50 @@
+"""One ``blocktimesd backfill`` of the consensus chain, in this process; prints JSON.
+
+    python bench/backfill_run.py WS_URL FIRST LAST [backfill flags...]
+
+Output: {"blocks": rows written, "seconds": wall time, "peak_rss_mib": this process's
+peak resident memory}.  Used by bench/backfill_vs_reference.py, which runs it in its
+own process so that its memory is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import uvloop
+
+from blocktimesd.backfill_cli import add_backfill_arguments, run_backfill
+
+
+def rows_in(data: Path) -> int:
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in data.glob("block_times/*/*/*.parquet"))
+
+
+def main() -> None:
+    url, first, last, *flags = sys.argv[1:]
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    parser = argparse.ArgumentParser()
+    add_backfill_arguments(parser)
+    with tempfile.TemporaryDirectory() as data:
+        args = parser.parse_args(
+            ["--chain", "consensus", "--rpc", url, "--kind", "consensus", "--start", first,
+             "--end", last, "--k", "0", "--data", data, *flags]
+        )  # fmt: skip
+        started = time.perf_counter()
+        code = uvloop.run(run_backfill(args))
+        seconds = time.perf_counter() - started
+        blocks = rows_in(Path(data))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"blocks": blocks, "seconds": seconds, "peak_rss_mib": peak, "exit": code}))
+
+
+if __name__ == "__main__":
+    main()

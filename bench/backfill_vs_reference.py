@@ -1,0 +1,164 @@
+"""blocktimesd's backfill against the seed design (polkadot.js, block by block) and
+against the raw-fetch ceiling, on the same simulated network, at 0 and 50 ms latency.
+
+For each latency one `blocktimesd devnet` process (--history blocks, --unsafe-rpc so
+that the state_queryStorage path can be measured too) serves the consensus chain, and
+each client runs in its own process, one after another:
+
+- blocktimesd: `blocktimesd backfill` of the consensus chain (bench/backfill_run.py),
+  end to end (connect, preflight, metadata, rows, Parquet files), with storage read
+  per block (what any node allows) and by state_queryStorage ranges (own node);
+- reference: bench/reference/reference.mjs, the seed design with @polkadot/api (fewer
+  blocks: it is slow, and its rate does not depend on the range);
+- ceiling: bench/ceiling.py, the least a client must fetch per block (hash by number
+  batched, header, Timestamp.Now), pipelined, no processing; best of a few mixes.
+
+The machine may be shared: every figure is the best of --repeat runs.  Prints blocks/s
+and the ratios (targets: >= 10x the reference at 0 ms, >= 100x at 50 ms, >= 0.7 of the
+ceiling).  With --memory-history N it also backfills N blocks (a devnet with that much
+history; its build time is printed) and reports the backfill's peak RSS.
+
+    python bench/backfill_vs_reference.py [--history 20000] [--repeat 3]
+    python bench/backfill_vs_reference.py --latencies none --memory-history 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvloop
+from devnet_process import devnet_process
+
+HERE = Path(__file__).parent
+REFERENCE = HERE / "reference"
+CEILING_MIXES = [(64, 16), (32, 32), (128, 8), (256, 1)]
+
+
+@dataclass
+class Figure:
+    client: str
+    blocks: int
+    seconds: float
+    note: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.blocks / self.seconds
+
+
+async def run(*argv: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{argv[:3]} failed ({proc.returncode}): {err.decode()[-2000:]}")
+    return out.decode()
+
+
+async def blocktimesd(url: str, last: int, storage: str) -> tuple[Figure, float]:
+    out = await run(sys.executable, str(HERE / "backfill_run.py"), url, "1", str(last),
+                    "--storage", storage)  # fmt: skip
+    result = json.loads(out.splitlines()[-1])
+    if result["exit"] != 0 or result["blocks"] != last:
+        raise RuntimeError(f"backfill did not complete: {result}")
+    label = "blocktimesd backfill" + (" (queryStorage ranges)" if storage == "range" else "")
+    return Figure(label, result["blocks"], result["seconds"]), result["peak_rss_mib"]
+
+
+async def reference(url: str, count: int) -> Figure:
+    out = await run("node", str(REFERENCE / "reference.mjs"), url, "1", str(count))
+    result = json.loads(out.splitlines()[-1])
+    return Figure("reference (polkadot.js, seed design)", result["blocks"], result["seconds"])
+
+
+async def ceiling(url: str, last: int) -> Figure:
+    best: Figure | None = None
+    for inflight, batch in CEILING_MIXES:
+        out = await run(sys.executable, str(HERE / "ceiling.py"), url, "1", str(last),
+                        "--inflight", str(inflight), "--batch", str(batch))  # fmt: skip
+        rate = float(out.split()[0].replace(",", ""))
+        figure = Figure("ceiling (raw fetch)", last, last / rate, f"{inflight} in flight x {batch}")
+        if best is None or figure.rate > best.rate:
+            best = figure
+    assert best is not None
+    return best
+
+
+def best(figures: list[Figure]) -> Figure:
+    return max(figures, key=lambda f: f.rate)
+
+
+async def compare(latency: float, args: argparse.Namespace) -> list[Figure]:
+    last = args.history - 100 if latency == 0 else min(args.history - 100, args.blocks_latency)
+    ref_count = args.reference_blocks if latency == 0 else args.reference_blocks_latency
+    flags = ("--history", str(args.history), "--latency-ms", str(latency), "--unsafe-rpc")
+    async with devnet_process(*flags) as (url, _):
+        per_block, ranges, refs, ceilings = [], [], [], []
+        for _ in range(args.repeat):
+            per_block.append((await blocktimesd(url, last, "per-block"))[0])
+            ranges.append((await blocktimesd(url, last, "range"))[0])
+            ceilings.append(await ceiling(url, last))
+            refs.append(await reference(url, ref_count))
+    return [best(per_block), best(ranges), best(refs), best(ceilings)]
+
+
+def table(latency: float, figures: list[Figure]) -> None:
+    ours, ranges, ref, top = figures
+    print(f"\nlatency {latency:g} ms")
+    print(f"  {'client':44s} {'blocks':>7s} {'seconds':>8s} {'blocks/s':>10s}  note")
+    for f in figures:
+        print(f"  {f.client:44s} {f.blocks:7d} {f.seconds:8.2f} {f.rate:10,.0f}  {f.note}")
+    print(f"  blocktimesd / reference: {ours.rate / ref.rate:6.1f}x   "
+          f"(queryStorage ranges: {ranges.rate / ref.rate:.1f}x)")  # fmt: skip
+    print(f"  blocktimesd / ceiling:   {ours.rate / top.rate:6.2f}    "
+          f"(queryStorage ranges: {ranges.rate / top.rate:.2f})")  # fmt: skip
+
+
+async def memory(history: int) -> None:
+    started = time.perf_counter()
+    async with devnet_process("--history", str(history), "--chain-stall-every", "0") as (url, _):
+        built = time.perf_counter() - started
+        print(f"\ndevnet with {history:,} blocks of history: built and serving in {built:.0f} s")
+        last = history - 100
+        figure, peak = await blocktimesd(url, last, "per-block")
+        print(f"backfill of {last:,} blocks: {figure.seconds:.0f} s ({figure.rate:,.0f} blocks/s), "
+              f"peak RSS {peak:.0f} MiB")  # fmt: skip
+
+
+async def main(args: argparse.Namespace) -> None:
+    if shutil.which("node") is None:
+        sys.exit("Node.js is needed for the reference client")
+    if not (REFERENCE / "node_modules" / "@polkadot" / "api").is_dir():
+        await asyncio.to_thread(
+            subprocess.run,
+            ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
+            cwd=REFERENCE,
+            check=True,
+        )
+    if args.latencies != "none":
+        for latency in (float(x) for x in args.latencies.split(",")):
+            table(latency, await compare(latency, args))
+    if args.memory_history:
+        await memory(args.memory_history)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--history", type=int, default=20_000)
+    parser.add_argument("--latencies", default="0,50", help="comma-separated ms, or none")
+    parser.add_argument("--blocks-latency", type=int, default=10_000,
+                        help="blocks backfilled under latency")  # fmt: skip
+    parser.add_argument("--reference-blocks", type=int, default=2000)
+    parser.add_argument("--reference-blocks-latency", type=int, default=300)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--memory-history", type=int, default=0)
+    uvloop.run(main(parser.parse_args()))

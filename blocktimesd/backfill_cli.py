@@ -1,0 +1,411 @@
+"""``blocktimesd backfill`` (and ``blocktimesd --backfill-range N:M``): rows for a past range.
+
+Exit codes: 0 done; 1 part of the range failed (the failed ranges are listed), the
+node is pruned, or another runtime failure; 2 usage or configuration error; 130
+interrupted (what was done is flushed to the dataset first, and a re-run resumes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from blocktimesd.aio.chain import ChainKind, ChainReader
+from blocktimesd.aio.preflight import Preflight
+from blocktimesd.aio.rpc import RpcClient, RpcSettings
+from blocktimesd.aio.writer import ParquetWriter, WriterSettings
+from blocktimesd.backfill import (
+    Backfill,
+    BackfillSettings,
+    ChainResult,
+    ConsensusMap,
+    block_at_time,
+)
+from blocktimesd.config import MAINNET, ChainConfig, Config, load_config
+from blocktimesd.core.ranges import Span, describe
+from blocktimesd.errors import BlocktimesError, ConfigError
+from blocktimesd.progress import Progress
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_MAX_INFLIGHT",
+    "add_backfill_parser",
+    "backfill_args_from_range",
+    "rewrite_backfill_range",
+    "run_backfill",
+    "summary",
+]
+
+log = logging.getLogger(__name__)
+
+# Measured with bench/backfill_vs_reference.py against the simulator (which, like a
+# Substrate node, runs at most 64 messages per connection at once and the calls of a
+# batch one after another): see the figures there.
+DEFAULT_MAX_INFLIGHT = 64
+DEFAULT_BATCH_SIZE = 16
+DEFAULT_WINDOW = 4096
+MAX_ROWS_PER_FILE = 50_000  # rows held in memory per chain until their file is written
+CONNECT_WAIT_S = 60.0
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+_GENERIC_K = 100
+
+_DESCRIPTION = """\
+Fetch the rows of a past range of blocks and write them to the dataset, as the daemon
+would have. The end is clamped to the tip minus K. Blocks already in the dataset are
+skipped, so a re-run, an overlap with the daemon's rows or a resumed interrupted run
+never duplicates a row. --start and --end take a block number or a UTC date-time
+(2025-08-01T00:00:00Z, or a date): a start date-time means the first block stamped at
+or after it, an end date-time the last block stamped before it. Settings as for run
+(--config FILE, environment); without a configuration entry for the chain, give
+--rpc URL and --kind. Exit codes: 0 done, 1 failed blocks (listed) or runtime failure,
+2 usage error, 130 interrupted (done work is kept; run again to resume)."""
+
+
+def add_backfill_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "backfill",
+        parents=parents,
+        help="fetch the rows of a past range of blocks",
+        description=_DESCRIPTION,
+    )
+    add_backfill_arguments(p)
+
+
+def add_backfill_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--chain",
+        default="all",
+        metavar="NAME",
+        help="a configured chain (consensus, auto-evm, ...), or all (default: all)",
+    )
+    p.add_argument("--start", required=True, metavar="N|DATETIME", help="first block")
+    end = p.add_mutually_exclusive_group(required=True)
+    end.add_argument("--end", metavar="M|DATETIME", help="last block (inclusive)")
+    end.add_argument("--count", type=_positive, metavar="C", help="number of blocks")
+    p.add_argument("--k", type=_natural, metavar="K", help="confirmation depth (default: K)")
+    p.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    p.add_argument("--data", metavar="DIR", help="dataset directory (overrides DATA_DIR)")
+    p.add_argument("--rpc", metavar="URL", help="ad-hoc chain: its WebSocket endpoint")
+    p.add_argument(
+        "--kind",
+        choices=[k.value for k in ChainKind],
+        help="ad-hoc chain: what it is (default: generic)",
+    )
+    p.add_argument(
+        "--consensus-rpc",
+        metavar="URL",
+        help="ad-hoc auto-evm chain: the consensus endpoint for consensus_block_number",
+    )
+    p.add_argument(
+        "--max-inflight",
+        type=_positive,
+        default=DEFAULT_MAX_INFLIGHT,
+        help=f"requests in flight per connection (default: {DEFAULT_MAX_INFLIGHT})",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"calls per JSON-RPC batch (default: {DEFAULT_BATCH_SIZE})",
+    )
+    p.add_argument(
+        "--window",
+        type=_positive,
+        default=DEFAULT_WINDOW,
+        help=f"blocks held at a time (default: {DEFAULT_WINDOW})",
+    )
+    p.add_argument(
+        "--storage",
+        choices=["auto", "per-block", "range"],
+        default="auto",
+        help="how storage values are read: per block, by state_queryStorage ranges (needs "
+        "a node that allows unsafe RPC), or auto: ranges where allowed (default: auto)",
+    )
+
+
+def _positive(text: str) -> int:
+    value = _natural(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
+    return value
+
+
+def _natural(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
+    return value
+
+
+# -- block numbers and date-times --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """A place on a chain as given: a block number or a UTC time in milliseconds."""
+
+    block: int | None = None
+    time_ms: int | None = None
+
+
+def parse_point(text: str, what: str) -> Point:
+    text = text.strip()
+    if re.fullmatch(r"\d+", text):
+        return Point(block=int(text))
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(
+            f"{what}: {text!r} is neither a block number nor a date-time; give e.g. 1000 or "
+            "2025-08-01T00:00:00Z"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return Point(time_ms=int(moment.timestamp() * 1000))
+
+
+def backfill_args_from_range(text: str, argv_rest: Sequence[str] = ()) -> list[str]:
+    """The ``backfill`` argv equivalent to ``--backfill-range N:M`` plus ``argv_rest``.
+
+    ``N`` and ``M`` are block numbers or date-times (the split is at the colon that
+    leaves two valid points).  Without ``--chain`` in ``argv_rest``, every configured
+    chain is backfilled.  Raises :class:`ConfigError` on a bad range.
+    """
+    for at in (i for i, c in enumerate(text) if c == ":"):
+        start, end = text[:at], text[at + 1 :]
+        try:
+            parse_point(start, "--backfill-range")
+            parse_point(end, "--backfill-range")
+        except ConfigError:
+            continue
+        return ["backfill", "--start", start, "--end", end, *argv_rest]
+    raise ConfigError(
+        f"--backfill-range: {text!r} is not START:END; give e.g. 1000:2000 or "
+        "2025-08-01T00:00:00Z:2025-08-02T00:00:00Z"
+    )
+
+
+def rewrite_backfill_range(argv: Sequence[str]) -> list[str] | None:
+    """``argv`` with ``--backfill-range N:M`` turned into the ``backfill`` subcommand,
+    or None when it has no ``--backfill-range``."""
+    argv = list(argv)
+    for i, arg in enumerate(argv):
+        if arg == "--backfill-range":
+            if i + 1 >= len(argv):
+                raise ConfigError("--backfill-range needs START:END, e.g. 1000:2000")
+            return backfill_args_from_range(argv[i + 1], argv[:i] + argv[i + 2 :])
+        if arg.startswith("--backfill-range="):
+            return backfill_args_from_range(arg.split("=", 1)[1], argv[:i] + argv[i + 1 :])
+    return None
+
+
+# -- which chains ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    chain: ChainConfig
+    consensus: ChainConfig | None  # where an auto-evm chain's consensus blocks are numbered
+
+
+def _jobs(args: argparse.Namespace, config: Config) -> list[_Job]:
+    if args.rpc is not None:
+        if args.chain == "all":
+            raise ConfigError("--rpc: name the ad-hoc chain with --chain NAME")
+        kind = ChainKind(args.kind or ChainKind.GENERIC.value)
+        mainnet = MAINNET.get(kind)
+        k = args.k if args.k is not None else mainnet.k if mainnet else _GENERIC_K
+        chain = ChainConfig(args.chain, kind, (args.rpc,), k, domain_ids=(0,))
+        consensus = None
+        if args.consensus_rpc is not None:
+            consensus = ChainConfig("consensus", ChainKind.CONSENSUS, (args.consensus_rpc,), 100)
+        return [_Job(chain, consensus)]
+    if args.kind is not None or args.consensus_rpc is not None:
+        raise ConfigError("--kind and --consensus-rpc describe an ad-hoc chain: add --rpc URL")
+    chains = list(config.chains)
+    if args.chain != "all":
+        chains = [c for c in chains if c.name == args.chain]
+        if not chains:
+            names = ", ".join(c.name for c in config.chains)
+            raise ConfigError(
+                f"--chain: {args.chain!r} is not a configured chain (configured: {names}); "
+                "use one of them, all, or give --rpc URL and --kind for an ad-hoc chain"
+            )
+    consensus = next((c for c in config.chains if c.kind is ChainKind.CONSENSUS), None)
+    if args.k is not None:  # one depth for the run, the consensus mapping included
+        chains = [dataclasses.replace(c, k=args.k) for c in chains]
+        consensus = consensus and dataclasses.replace(consensus, k=args.k)
+    # Consensus first: its rows are the ones the domain's rows refer to.
+    chains.sort(key=lambda c: c.kind is not ChainKind.CONSENSUS)
+    return [_Job(c, consensus if c.kind is ChainKind.AUTO_EVM else None) for c in chains]
+
+
+# -- running -------------------------------------------------------------------------------------
+
+
+class _Run:
+    def __init__(self, args: argparse.Namespace, config: Config) -> None:
+        self.args = args
+        self.config = config
+        self.data_dir = Path(args.data) if args.data else config.data_dir
+        self.clients: list[RpcClient] = []
+
+    def settings(self, chain: ChainConfig) -> RpcSettings:
+        return RpcSettings(
+            endpoints=chain.endpoints,
+            max_inflight=self.args.max_inflight,
+            batch_size=self.args.batch_size,
+            request_timeout=self.config.request_timeout_s,
+            requests_per_second=self.config.requests_per_second,
+        )
+
+    async def connect(self, chain: ChainConfig) -> tuple[RpcClient, Preflight]:
+        preflight = Preflight(chain.expectations(), chain.name)
+        client = RpcClient(self.settings(chain), chain.name, on_connect=preflight)
+        self.clients.append(client)
+        await client.start(wait=CONNECT_WAIT_S)
+        return client, preflight
+
+    async def span(self, client: RpcClient, label: str, tip: int) -> Span:
+        start = parse_point(self.args.start, "--start")
+        first = start.block
+        if first is None:
+            assert start.time_ms is not None
+            first = await block_at_time(client, start.time_ms, tip, label, end=False)
+            log.info("%s: --start %s is block %d", label, self.args.start, first)
+        if self.args.count is not None:
+            return Span(first, first + self.args.count - 1)
+        end = parse_point(self.args.end, "--end")
+        last = end.block
+        if last is None:
+            assert end.time_ms is not None
+            last = await block_at_time(client, end.time_ms, tip, label, end=True)
+            log.info("%s: --end %s is block %d", label, self.args.end, last)
+        if last < first:
+            if end.block is not None and start.block is not None:
+                raise ConfigError(f"--end {last} is below --start {first}")
+            log.warning("%s: no block lies between --start and --end", label)
+            return Span(first, first)  # a single block; clamped away if not confirmable
+        return Span(first, last)
+
+    async def chain(self, job: _Job, writer: ParquetWriter) -> ChainResult:
+        chain = job.chain
+        client, preflight = await self.connect(chain)
+        assert preflight.info is not None
+        reader = ChainReader(client, chain.kind, chain.name, chain.domain_ids or (0,))
+        consensus = None
+        if job.consensus is not None:
+            consensus_client, _ = await self.connect(job.consensus)
+            best = await consensus_client.call("chain_getHeader")
+            consensus = ConsensusMap(consensus_client, int(best["number"], 16) - job.consensus.k)
+        storage = self.args.storage
+        engine = Backfill(
+            reader,
+            chain.name,
+            chain.k,
+            writer,
+            self.data_dir,
+            settings=BackfillSettings(
+                window=self.args.window,
+                query_storage=None if storage == "auto" else storage == "range",
+            ),
+            unsafe_allowed=preflight.info.unsafe_allowed,
+            consensus=consensus,
+            progress=_progress,
+        )
+        if storage == "range" and not preflight.info.unsafe_allowed:
+            log.warning(
+                "%s: the node denies state_queryStorage; reading storage per block", chain.name
+            )
+        span = await self.span(client, chain.name, await engine.tip())
+        return await engine.run(span)
+
+    async def close(self) -> None:
+        for client in self.clients:
+            await client.close()
+
+
+def _progress(label: str, total: int) -> Progress:
+    return Progress(label, total, sys.stderr, tty=sys.stderr.isatty())
+
+
+async def run_backfill(args: argparse.Namespace) -> int:
+    """Run the ``backfill`` subcommand; returns the exit code (see the module docstring)."""
+    try:
+        config = load_config(args.config, os.environ, {"data_dir": args.data})
+        jobs = _jobs(args, config)
+        parse_point(args.start, "--start")
+        if args.end is not None:
+            parse_point(args.end, "--end")
+    except ConfigError as exc:
+        print(f"blocktimesd backfill: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    run = _Run(args, config)
+    writer = ParquetWriter(
+        run.data_dir,
+        WriterSettings(
+            max_rows=min(config.max_rows_per_file, MAX_ROWS_PER_FILE),
+            max_minutes=config.max_file_minutes,
+            queue_size=4,  # windows of rows; a full queue makes the backfill wait
+        ),
+    )
+    results: list[ChainResult] = []
+    code = EXIT_OK
+    try:
+        await writer.start()
+        for job in jobs:
+            results.append(await run.chain(job, writer))
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        print("blocktimesd backfill: interrupted; writing what is done", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    except ConfigError as exc:
+        print(f"blocktimesd backfill: {exc}", file=sys.stderr)
+        code = EXIT_USAGE
+    except BlocktimesError as exc:
+        print(f"blocktimesd backfill: {exc}", file=sys.stderr)
+        code = EXIT_FAILURE
+    finally:
+        try:
+            await writer.close()
+        except BlocktimesError as exc:
+            print(f"blocktimesd backfill: {exc}", file=sys.stderr)
+            code = code or EXIT_FAILURE
+        await run.close()
+    for result in results:
+        print(summary(result), file=sys.stderr)
+        if result.failed:
+            code = code or EXIT_FAILURE
+    return code
+
+
+def summary(result: ChainResult) -> str:
+    """One line per chain for the end of a run."""
+    if result.span is None:
+        return f"{result.chain}: nothing to backfill below the tip minus K"
+    text = (
+        f"{result.chain}: blocks {result.span}: {result.written} rows written, "
+        f"{result.skipped} already in the dataset"
+    )
+    if result.unresolved:
+        text += f", {result.unresolved} without a consensus block (see reconciliation/)"
+    if result.stopped_at is not None:
+        text += f"; stopped at {result.stopped_at} (its consensus block is not K deep yet)"
+    if result.failed:
+        text += f"; FAILED blocks: {describe(result.failed)} (run again to retry them)"
+    return text

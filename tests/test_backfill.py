@@ -1,0 +1,339 @@
+"""``blocktimesd backfill`` against the simulated network: the dataset it writes equals
+the network's canonical chains, whatever was on disk before and however it was stopped."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import itertools
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from blocktimesd.aio.chain import ChainKind, ChainReader
+from blocktimesd.aio.rpc import RpcClient, RpcSettings
+from blocktimesd.aio.writer import ParquetWriter
+from blocktimesd.backfill import Backfill, BackfillSettings
+from blocktimesd.backfill_cli import (
+    add_backfill_arguments,
+    backfill_args_from_range,
+    rewrite_backfill_range,
+    run_backfill,
+    summary,
+)
+from blocktimesd.core.ranges import Span
+from blocktimesd.core.rotation import parse_file_name
+from blocktimesd.core.rows import Row
+from blocktimesd.devnet.app import Devnet
+from blocktimesd.devnet.content import ConsensusFacts
+from blocktimesd.devnet.network import Network
+from blocktimesd.devnet.params import ChainParams, FaultParams
+from blocktimesd.errors import ConfigError, RpcError
+from tests.chopsticks import conftest as chopsticks
+
+chopsticks_spec = chopsticks.chopsticks_spec  # the fixture, for the chopsticks test below
+
+K = 20  # --k for both chains
+PARAMS = ChainParams(seed=7, history=700, fork_rate=0.3, upgrade_at=300, stall_every_s=0)
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_backfill_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in ("DATA_DIR", "K_CONSENSUS", "K_AUTO_EVM", "CONSENSUS_RPC_WS", "AUTO_EVM_RPC_WS"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def point_at(devnet: Devnet, env: pytest.MonkeyPatch) -> None:
+    assert devnet.urls is not None
+    env.setenv("CONSENSUS_RPC_WS", devnet.urls.consensus)
+    env.setenv("AUTO_EVM_RPC_WS", devnet.urls.domain)
+
+
+async def backfill(data: Path, *argv: str) -> int:
+    return await run_backfill(parse("--data", str(data), "--window", "128", *argv))
+
+
+def read_rows(data: Path, chain: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for path in sorted((data / "block_times" / f"chain={chain}").glob("date=*/*.parquet")):
+        rows.extend(pq.read_table(path).to_pylist())
+    return sorted(rows, key=lambda r: r["block_number"])
+
+
+def without_ingestion(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in r.items() if k != "ingestion_ts_ms"} for r in rows]
+
+
+def check_no_duplicates(data: Path, chain: str) -> list[int]:
+    numbers = [r["block_number"] for r in read_rows(data, chain)]
+    assert len(numbers) == len(set(numbers)), "duplicate rows"
+    spans = sorted(
+        (s.first, s.last)
+        for p in (data / "block_times" / f"chain={chain}").glob("date=*/*.parquet")
+        if (s := parse_file_name(p.name)) is not None
+    )
+    for (_, last), (first, _) in itertools.pairwise(spans):
+        assert first > last, "files overlap"
+    return numbers
+
+
+def check_consensus(rows: list[dict[str, Any]], network: Network) -> None:
+    canonical = network.consensus.canonical
+    for row in rows:
+        block = canonical[row["block_number"]]
+        assert row["hash"] == block.hash_hex
+        parent = block.parent
+        assert parent is not None
+        assert row["parent_hash"] == parent.hash_hex
+        assert row["timestamp_ms"] == block.timestamp_ms
+        expected = None if parent.timestamp_ms is None else block.timestamp_ms - parent.timestamp_ms  # type: ignore[operator]
+        assert row["delta_since_parent_ms"] == expected
+        facts = block.facts
+        assert isinstance(facts, ConsensusFacts)
+        assert row["bundle_count"] == facts.bundles
+        assert row["contained_store_segment_headers"] == bool(facts.segments)
+        assert row["slot"] == facts.slot
+        assert row["spec_version"] == facts.body_spec
+        assert row["consensus_block_hash"] is None
+        assert row["consensus_block_number"] is None
+
+
+def check_domain(rows: list[dict[str, Any]], network: Network) -> None:
+    for row in rows:
+        block = network.domain.canonical[row["block_number"]]
+        assert row["hash"] == block.hash_hex
+        assert block.link is not None
+        assert block.parent is not None
+        assert row["timestamp_ms"] == block.link.timestamp_ms
+        if block.parent.timestamp_ms is not None:
+            assert row["delta_since_parent_ms"] == block.timestamp_ms - block.parent.timestamp_ms  # type: ignore[operator]
+        assert row["consensus_block_hash"] == block.link.hash_hex
+        assert row["consensus_block_number"] == block.link.number
+        assert row["spec_version"] == block.facts.body_spec
+        assert row["bundle_count"] is None
+        assert row["slot"] is None
+
+
+async def test_backfill_equals_the_canonical_chains_and_range_storage_agrees(
+    tmp_path: Path, env: pytest.MonkeyPatch
+) -> None:
+    devnet = Devnet(PARAMS, FaultParams(unsafe_rpc=True))
+    async with devnet:
+        point_at(devnet, env)
+        network = devnet.network
+        tip = network.consensus.best.number
+        args = ("--start", "1", "--end", str(tip), "--k", str(K))
+        assert await backfill(tmp_path / "a", *args, "--storage", "per-block") == 0
+        assert await backfill(tmp_path / "b", *args, "--storage", "range") == 0
+    consensus = read_rows(tmp_path / "a", "consensus")
+    assert [r["block_number"] for r in consensus] == list(range(1, tip - K + 1))  # K clamp
+    check_consensus(consensus, network)
+    assert len({r["spec_version"] for r in consensus}) == 2  # across the runtime upgrade
+    assert sum(r["contained_store_segment_headers"] for r in consensus) >= 1
+    domain = read_rows(tmp_path / "a", "auto-evm")
+    assert len(domain) > 300
+    assert [r["block_number"] for r in domain] == list(range(1, len(domain) + 1))
+    check_domain(domain, network)
+    for chain in ("consensus", "auto-evm"):
+        per_block = without_ingestion(read_rows(tmp_path / "a", chain))
+        assert per_block == without_ingestion(read_rows(tmp_path / "b", chain))
+
+
+async def test_rerun_and_overlap_with_the_daemon_never_duplicate(
+    tmp_path: Path, env: pytest.MonkeyPatch
+) -> None:
+    devnet = Devnet(dataclasses.replace(PARAMS, history=400))
+    async with devnet:
+        point_at(devnet, env)
+        canonical = devnet.network.consensus.canonical
+        # Rows the daemon wrote: 100..149, and a lone 200.
+        writer = ParquetWriter(tmp_path)
+        await writer.start()
+        await writer.put([daemon_row(canonical[n]) for n in range(100, 150)])
+        await writer.flush()
+        await writer.put([daemon_row(canonical[200])])
+        await writer.close()
+        args = ("--chain", "consensus", "--start", "50", "--count", "250", "--k", str(K))
+        assert await backfill(tmp_path, *args) == 0
+        first = read_rows(tmp_path, "consensus")
+        assert await backfill(tmp_path, *args) == 0
+        assert await backfill(tmp_path, "--chain", "consensus", "--start", "1", "--end", "320",
+                              "--k", str(K)) == 0  # fmt: skip
+    assert read_rows(tmp_path, "consensus")[49:299] == first
+    numbers = check_no_duplicates(tmp_path, "consensus")
+    assert numbers == list(range(1, 321))
+    check_consensus(read_rows(tmp_path, "consensus"), devnet.network)
+
+
+def daemon_row(block: Any) -> Row:
+    parent = block.parent
+    return Row(
+        chain="consensus",
+        block_number=block.number,
+        hash=block.hash_hex,
+        parent_hash=parent.hash_hex,
+        timestamp_ms=block.timestamp_ms,
+        delta_since_parent_ms=None
+        if parent.timestamp_ms is None
+        else block.timestamp_ms - parent.timestamp_ms,
+        ingestion_ts_ms=0,
+        contained_store_segment_headers=bool(block.facts.segments),
+        bundle_count=block.facts.bundles,
+        consensus_block_hash=None,
+        slot=block.facts.slot,
+        spec_version=block.facts.body_spec,
+        consensus_block_number=None,
+    )
+
+
+async def test_interrupted_backfill_flushes_and_resumes(
+    tmp_path: Path, env: pytest.MonkeyPatch
+) -> None:
+    devnet = Devnet(dataclasses.replace(PARAMS, history=1200), FaultParams(latency_ms=5))
+    async with devnet:
+        point_at(devnet, env)
+        args = ("--chain", "consensus", "--start", "1", "--end", "1100", "--k", str(K),
+                "--max-inflight", "4", "--batch-size", "1", "--window", "64")  # fmt: skip
+        task = asyncio.create_task(backfill(tmp_path, *args))
+        await asyncio.sleep(1.5)  # a window takes ~0.2 s, the range ~5 s
+        task.cancel()
+        assert await task == 130
+        done = check_no_duplicates(tmp_path, "consensus")
+        assert 0 < len(done) < 1100
+        assert done == list(range(1, len(done) + 1))  # flushed in order, up to the stop
+        assert await backfill(tmp_path, *args) == 0
+    numbers = check_no_duplicates(tmp_path, "consensus")
+    assert numbers == list(range(1, 1101))
+    check_consensus(read_rows(tmp_path, "consensus"), devnet.network)
+
+
+async def test_pruned_node_says_use_an_archive_node(
+    tmp_path: Path, env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    devnet = Devnet(dataclasses.replace(PARAMS, history=400), FaultParams(prune_state=100))
+    async with devnet:
+        point_at(devnet, env)
+        code = await backfill(tmp_path, "--chain", "consensus", "--start", "10", "--end", "50")
+    assert code == 1
+    assert "this node is pruned; use an archive node" in capsys.readouterr().err
+    assert read_rows(tmp_path, "consensus") == []
+
+
+async def test_date_times_resolve_to_blocks(tmp_path: Path, env: pytest.MonkeyPatch) -> None:
+    devnet = Devnet(dataclasses.replace(PARAMS, history=400, fork_rate=0.0))
+    async with devnet:
+        point_at(devnet, env)
+        canonical = devnet.network.consensus.canonical
+
+        def iso(ms: int) -> str:
+            return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+
+        start, end = canonical[120].timestamp_ms, canonical[180].timestamp_ms
+        assert start is not None
+        assert end is not None
+        code = await backfill(tmp_path, "--chain", "consensus", "--start", iso(start - 1),
+                              "--end", iso(end), "--k", str(K))  # fmt: skip
+    assert code == 0
+    numbers = [r["block_number"] for r in read_rows(tmp_path, "consensus")]
+    assert numbers == list(range(120, 180))  # an end date-time is exclusive
+
+
+class FlakyBackfill(Backfill):
+    """Blocks 150..160 always fail with a transient node error."""
+
+    async def _fetch_chunk(self, first: int, last: int) -> Any:
+        if first <= 160 and last >= 150:
+            raise RpcError(-32603, "Internal error", "injected")
+        return await super()._fetch_chunk(first, last)
+
+
+async def test_failed_windows_are_retried_then_listed(tmp_path: Path) -> None:
+    devnet = Devnet(dataclasses.replace(PARAMS, history=300))
+    async with devnet as urls:
+        settings = RpcSettings(endpoints=(urls.consensus,), max_inflight=16)
+        async with RpcClient(settings, "consensus") as client, ParquetWriter(tmp_path) as writer:
+            await client.wait_ready(10)
+            reader = ChainReader(client, ChainKind.CONSENSUS, "consensus")
+            engine = FlakyBackfill(
+                reader, "consensus", K, writer, tmp_path,
+                settings=BackfillSettings(window=50, blocks_per_task=25, retry_delay=0.01),
+            )  # fmt: skip
+            result = await engine.run(Span(1, 250))
+    assert result.failed == (Span(101, 200),)
+    assert "FAILED blocks: 101-200" in summary(result)
+    numbers = check_no_duplicates(tmp_path, "consensus")
+    assert numbers == [*range(1, 101), *range(201, 251)]
+    check_consensus(read_rows(tmp_path, "consensus"), devnet.network)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("--start", "soon", "--end", "5"), "neither a block number nor a date-time"),
+        (("--chain", "nope", "--start", "1", "--end", "5"), "not a configured chain"),
+        (("--start", "1", "--end", "5", "--rpc", "ws://127.0.0.1:1"), "--chain NAME"),
+        (("--start", "1", "--end", "5", "--kind", "generic"), "add --rpc URL"),
+    ],
+)
+async def test_usage_errors_exit_2(
+    tmp_path: Path,
+    env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: tuple[str, ...],
+    message: str,
+) -> None:
+    assert await backfill(tmp_path, *argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_backfill_range_becomes_the_subcommand() -> None:
+    assert backfill_args_from_range("10:20", ["--chain", "consensus"]) == [
+        "backfill", "--start", "10", "--end", "20", "--chain", "consensus",
+    ]  # fmt: skip
+    assert backfill_args_from_range("2025-08-01T00:00:00Z:2025-08-02")[2:5] == [
+        "2025-08-01T00:00:00Z", "--end", "2025-08-02",
+    ]  # fmt: skip
+    assert rewrite_backfill_range(["--log-level", "DEBUG", "--backfill-range", "1:2"]) == [
+        "backfill", "--start", "1", "--end", "2", "--log-level", "DEBUG",
+    ]  # fmt: skip
+    assert rewrite_backfill_range(["run"]) is None
+    with pytest.raises(ConfigError):
+        backfill_args_from_range("10-20")
+
+
+@pytest.fixture
+def chopsticks_url(chopsticks_spec: Path, tmp_path: Path) -> Iterator[str]:
+    """A chopsticks node of this test's own (it makes blocks)."""
+    with chopsticks.running_chopsticks(chopsticks_spec, tmp_path) as url:
+        yield url
+
+
+@pytest.mark.chopsticks
+async def test_ad_hoc_generic_chain_on_chopsticks(
+    chopsticks_url: str, tmp_path: Path, env: pytest.MonkeyPatch
+) -> None:
+    settings = RpcSettings(endpoints=(chopsticks_url,), request_timeout=60)
+    async with RpcClient(settings, "rococo-ah") as client:
+        await client.wait_ready(60)
+        await client.call("dev_newBlock", {"count": 30}, timeout=120)
+    code = await run_backfill(
+        parse("--chain", "rococo-ah", "--rpc", chopsticks_url, "--kind", "generic",
+              "--start", "1", "--end", "30", "--k", "0", "--data", str(tmp_path / "data"))
+    )  # fmt: skip
+    assert code == 0
+    rows = read_rows(tmp_path / "data", "rococo-ah")
+    assert [r["block_number"] for r in rows] == list(range(1, 31))
+    assert all(r["delta_since_parent_ms"] == 12_000 for r in rows[1:])
+    assert all(r["bundle_count"] is None and r["slot"] is None for r in rows)
