@@ -44,6 +44,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/decode_cost.py
 	$(BIN)/python bench/writer_throughput.py
 	$(BIN)/python bench/follow.py
+	$(BIN)/python bench/report_speed.py
+	$(BIN)/python bench/backfill_vs_reference.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache tests/js/node_modules

@@ -19,7 +19,9 @@ from blocktimesd import __version__
 from blocktimesd.backfill_cli import add_backfill_parser, rewrite_backfill_range, run_backfill
 from blocktimesd.devnet.cli import add_devnet_parser, run_devnet
 from blocktimesd.errors import BlocktimesError, ConfigError
+from blocktimesd.report import add_report_parser, run_report
 from blocktimesd.run_cli import add_run_parser, run_daemon
+from blocktimesd.validate import add_validate_parser, run_validate
 
 __all__ = ["main"]
 
@@ -52,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_run_parser(sub, [common])
     add_backfill_parser(sub, [common])
+    add_report_parser(sub, [common])
+    add_validate_parser(sub, [common])
     add_devnet_parser(sub, [common])
     return parser
 
@@ -83,6 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_async(run_daemon(args))
         if args.command == "backfill":
             return _run_async(run_backfill(args))
+        if args.command == "report":
+            return run_report(args)
+        if args.command == "validate":
+            return run_validate(args)
     except ConfigError as exc:
         print(f"blocktimesd: {exc}", file=sys.stderr)
         return EXIT_USAGE

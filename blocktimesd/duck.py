@@ -1,0 +1,164 @@
+"""DuckDB over the ``block_times`` dataset, for ``report`` and ``validate``.
+
+Read-only: an in-memory DuckDB reads the Parquet files in place (the daemon may be
+writing beside it; files appear atomically, see ``docs/schema.md``).  The SQL scripts
+in ``scripts/duckdb/`` are run statement by statement, exactly as the DuckDB CLI runs
+them, with their inputs set as DuckDB variables (``SET VARIABLE``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from blocktimesd.core.rotation import ROWS
+from blocktimesd.errors import ConfigError
+
+__all__ = [
+    "SCRIPTS_DIR",
+    "Table",
+    "connect",
+    "data_dir_from",
+    "dataset_chains",
+    "rows_globs",
+    "run_script",
+    "sql_literal",
+]
+
+# The scripts ship with the source tree (scripts/duckdb), next to the package.
+SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "scripts" / "duckdb"
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """One result: a named, titled table of rows (values as DuckDB returns them)."""
+
+    name: str
+    title: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[Any, ...], ...]
+
+    def records(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
+
+
+def data_dir_from(option: str | None) -> Path:
+    """``--data``, else ``$DATA_DIR``, else ``data`` (as the daemon resolves it)."""
+    return Path(option or os.environ.get("DATA_DIR") or "data")
+
+
+def dataset_chains(data_dir: Path) -> list[str]:
+    """The chains with at least one data file; ConfigError when there is no dataset."""
+    base = data_dir / ROWS
+    if not data_dir.is_dir():
+        raise ConfigError(
+            f"DATA_DIR {data_dir} does not exist or is not a directory; "
+            "pass --data DIR or set DATA_DIR"
+        )
+    chains = sorted(
+        part.name.removeprefix("chain=")
+        for part in base.glob("chain=*")
+        if any(part.glob("date=*/*.parquet"))
+    )
+    if not chains:
+        raise ConfigError(
+            f"no Parquet files under {base}/chain=*/date=*/: is {data_dir} the daemon's "
+            "DATA_DIR, and has it written a file yet?"
+        )
+    return chains
+
+
+def check_chains(wanted: Sequence[str], present: Sequence[str], data_dir: Path) -> None:
+    missing = [chain for chain in wanted if chain not in present]
+    if missing:
+        raise ConfigError(
+            f"no rows of chain {', '.join(missing)} under {data_dir / ROWS}; "
+            f"chains present: {', '.join(present)}"
+        )
+
+
+def rows_globs(data_dir: Path, chains: Sequence[str] = ()) -> list[str]:
+    """Globs of the data files: all of them, or only those of ``chains``."""
+    base = data_dir / ROWS
+    if not chains:
+        return [str(base / "*" / "*" / "*.parquet")]
+    return [str(base / f"chain={chain}" / "*" / "*.parquet") for chain in chains]
+
+
+def sql_literal(value: Any) -> str:
+    """``value`` as a DuckDB literal (strings quoted, lists of them as lists)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, list | tuple):
+        if not value:
+            return "[]::VARCHAR[]"
+        return "[" + ", ".join(sql_literal(item) for item in value) + "]"
+    raise TypeError(f"no SQL literal for {value!r}")
+
+
+def connect() -> duckdb.DuckDBPyConnection:
+    """An in-memory database; DuckDB spills to a temp directory beyond its memory limit.
+
+    Every query that returns rows orders them, so DuckDB need not keep insertion order
+    (less memory); no progress bar on the terminal in the middle of a report.
+    """
+    con = duckdb.connect(":memory:")
+    con.execute("SET enable_progress_bar = false")
+    con.execute("SET preserve_insertion_order = false")
+    return con
+
+
+def query(con: duckdb.DuckDBPyConnection, name: str, title: str, sql: str) -> Table:
+    result = con.execute(sql)
+    columns = tuple(column[0] for column in result.description or ())
+    return Table(name, title, columns, tuple(result.fetchall()))
+
+
+def run_script(
+    con: duckdb.DuckDBPyConnection, path: Path, variables: Mapping[str, Any]
+) -> list[Table]:
+    """Run ``path`` after setting ``variables``; the tables its SELECTs return, in order.
+
+    Tables are named ``<script stem>:<n>``, titled with the comment lines just above
+    their statement in the script.
+    """
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the SQL script {path}: {exc.strerror}") from None
+    for name, value in variables.items():
+        con.execute(f"SET VARIABLE {name} = {sql_literal(value)}")
+    tables: list[Table] = []
+    cursor = 0  # where in the text the next statement starts, for its title
+    for statement in con.extract_statements(text):
+        result = con.execute(statement)
+        body = statement.query.strip()
+        at = text.find(body, cursor)
+        cursor = max(cursor, at)
+        if statement.type != duckdb.StatementType.SELECT:
+            continue
+        columns = tuple(column[0] for column in result.description or ())
+        title = _comment_above(text[:at] if at >= 0 else "") or path.name
+        tables.append(Table(f"{path.stem}:{len(tables)}", title, columns, tuple(result.fetchall())))
+    return tables
+
+
+def _comment_above(text: str) -> str:
+    """The first sentence of the ``--`` comment block at the end of ``text``."""
+    lines = text.rstrip("\n").split("\n")
+    comment: list[str] = []
+    while lines and lines[-1].startswith("--"):
+        comment.insert(0, lines.pop().removeprefix("--").strip())
+    sentence = " ".join(comment).split(". ")[0].strip()
+    return sentence.rstrip(".:")
