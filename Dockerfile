@@ -14,6 +14,7 @@ WORKDIR /src
 COPY deploy/docker/install.sh /usr/local/bin/install-blocktimesd
 COPY pyproject.toml README.md ./
 COPY blocktimesd ./blocktimesd
+COPY scripts/duckdb ./scripts/duckdb
 # The same path as in the final stage: the venv's scripts name their interpreter by path.
 RUN sh /usr/local/bin/install-blocktimesd /opt/blocktimesd /src
 

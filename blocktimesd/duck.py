@@ -9,6 +9,7 @@ them, with their inputs set as DuckDB variables (``SET VARIABLE``).
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +31,16 @@ __all__ = [
     "sql_literal",
 ]
 
-# The scripts ship with the source tree (scripts/duckdb), next to the package.
-SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "scripts" / "duckdb"
+
+def _scripts_dir() -> Path:
+    """``scripts/duckdb`` beside the package (a source tree), else the copy that pip
+    installs under ``<prefix>/share/blocktimesd/duckdb`` (pyproject's data-files)."""
+    source = Path(__file__).resolve().parent.parent / "scripts" / "duckdb"
+    installed = Path(sys.prefix) / "share" / "blocktimesd" / "duckdb"
+    return source if source.is_dir() or not installed.is_dir() else installed
+
+
+SCRIPTS_DIR = _scripts_dir()
 
 
 @dataclass(frozen=True, slots=True)
