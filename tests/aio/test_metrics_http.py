@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import os
 import platform
-import shutil
 import socket
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -23,6 +21,7 @@ from blocktimesd.aio.rpc import RpcClient, RpcSettings
 from blocktimesd.devnet.app import Devnet
 from blocktimesd.devnet.params import ChainParams, FaultParams
 from blocktimesd.errors import RpcError, RpcTimeout
+from tests.prometheus import PROMETHEUS_CONFIG, query, running_prometheus
 
 NOW_KEY = "0xf0c365c3cf59d671eb72da0e7a4113c49f1f0515f462cdcf84e0f1d6045dfcbb"
 T0 = 1_750_000_000.0  # the fake clock's start, seconds since the epoch
@@ -399,48 +398,6 @@ async def test_a_busy_port_raises(registry: CollectorRegistry) -> None:
 
 # -- a real Prometheus scraping /metrics --------------------------------------------------------
 
-PROMETHEUS_CONFIG = """\
-global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-scrape_configs:
-  - job_name: blocktimesd
-    scrape_interval: 1s
-    scrape_timeout: 1s
-    static_configs:
-      - targets: ["{target}"]
-"""
-
-
-@pytest.fixture
-def prometheus_binary() -> str:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        reason = "the prometheus binary is not installed (Debian: apt-get install prometheus)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}; CI must run this test")
-        pytest.skip(reason)
-    return binary
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
-async def query(session: aiohttp.ClientSession, api: str, promql: str) -> dict[str, float]:
-    """The instant vector of ``promql``, keyed by its chain label."""
-    async with session.get(f"{api}/api/v1/query", params={"query": promql}) as resp:
-        if resp.status != 200:
-            return {}
-        body = await resp.json()
-    return {
-        series["metric"].get("chain", ""): float(series["value"][1])
-        for series in body["data"]["result"]
-    }
-
 
 async def wait_for_series(
     session: aiohttp.ClientSession, api: str, promql: str, expected: dict[str, float]
@@ -470,49 +427,27 @@ async def test_real_prometheus_scrapes_the_metrics(
         metrics.observe_confirmed("consensus", 1, delta)
     config = tmp_path / "prometheus.yml"
     config.write_text(PROMETHEUS_CONFIG.format(target=base.removeprefix("http://")))
-    port = free_port()
-    log = tmp_path / "prometheus.log"
-    with log.open("wb") as log_file:
-        proc = await asyncio.create_subprocess_exec(
-            prometheus_binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=log_file,
+    async with (
+        running_prometheus(prometheus_binary, config, tmp_path) as api,
+        aiohttp.ClientSession() as session,
+    ):
+        await wait_for_series(
+            session, api, "blocktimes_best_block", {"consensus": 100, "auto-evm": 200}
         )
-    api = f"http://127.0.0.1:{port}"
-    try:
-        async with aiohttp.ClientSession() as session:
-            await wait_for_series(
-                session, api, "blocktimes_best_block", {"consensus": 100, "auto-evm": 200}
-            )
-            await wait_for_series(session, api, 'up{job="blocktimesd"}', {"": 1})
-            await wait_for_series(
-                session,
-                api,
-                'blocktimes_block_delta_quantile_seconds{quantile="0.5"}',
-                {"consensus": 6.0},
-            )
-            await wait_for_series(
-                session,
-                api,
-                "blocktimes_block_delta_seconds_count",
-                {"consensus": 3, "auto-evm": 0},
-            )
-            metrics.observe_head("consensus", 101, int(T0 * 1000))  # the next scrape sees it
-            await wait_for_series(
-                session, api, "blocktimes_best_block", {"consensus": 101, "auto-evm": 200}
-            )
-    except AssertionError:
-        print(log.read_text(errors="replace")[-4000:])
-        raise
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 15)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await wait_for_series(session, api, 'up{job="blocktimesd"}', {"": 1})
+        await wait_for_series(
+            session,
+            api,
+            'blocktimes_block_delta_quantile_seconds{quantile="0.5"}',
+            {"consensus": 6.0},
+        )
+        await wait_for_series(
+            session,
+            api,
+            "blocktimes_block_delta_seconds_count",
+            {"consensus": 3, "auto-evm": 0},
+        )
+        metrics.observe_head("consensus", 101, int(T0 * 1000))  # the next scrape sees it
+        await wait_for_series(
+            session, api, "blocktimes_best_block", {"consensus": 101, "auto-evm": 200}
+        )

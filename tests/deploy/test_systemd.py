@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from blocktimesd.config import Config, load_config
+from tests.prometheus import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "blocktimesd.service"
@@ -187,13 +188,6 @@ def process(args: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[b
         proc.wait()
         assert proc.stdout is not None
         proc.stdout.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 def test_daemon_runs_under_write_xor_execute_and_notifies(tmp_path: Path) -> None:

@@ -12,10 +12,8 @@ from prometheus_client import CollectorRegistry
 from blocktimesd.aio.app import App
 from blocktimesd.devnet.app import Devnet
 from blocktimesd.devnet.params import ChainParams
-from tests.aio.test_metrics_http import PROMETHEUS_CONFIG, free_port, prometheus_binary, query
 from tests.e2e.test_daemon import advance, config_for
-
-__all__ = ["prometheus_binary"]  # the fixture, re-exported for this module's test
+from tests.prometheus import PROMETHEUS_CONFIG, query, running_prometheus
 
 # Each series must reach Prometheus for both chains; "positive" ones with a value > 0.
 EXPECTED = {
@@ -40,20 +38,12 @@ async def test_prometheus_scrapes_the_daemon(prometheus_binary: str, tmp_path: P
         target = app.metrics_url.removeprefix("http://").removesuffix("/metrics")
         config = tmp_path / "prometheus.yml"
         config.write_text(PROMETHEUS_CONFIG.format(target=target))
-        port = free_port()
-        api = f"http://127.0.0.1:{port}"
-        proc = await asyncio.create_subprocess_exec(
-            prometheus_binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
         try:
             missing = list(EXPECTED)
-            async with aiohttp.ClientSession() as session:
+            async with (
+                running_prometheus(prometheus_binary, config, tmp_path) as api,
+                aiohttp.ClientSession() as session,
+            ):
                 for _ in range(120):
                     await advance(devnet, 0.5)
                     for promql in list(missing):
@@ -73,8 +63,6 @@ async def test_prometheus_scrapes_the_daemon(prometheus_binary: str, tmp_path: P
             assert rpc["consensus"] > 0
             assert rpc["auto-evm"] > 0
         finally:
-            proc.terminate()
-            await proc.wait()
             runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await runner

@@ -16,10 +16,8 @@ from prometheus_client import CollectorRegistry
 from blocktimesd.aio.app import App
 from blocktimesd.devnet.app import Devnet
 from blocktimesd.devnet.params import ChainParams
-from tests.aio.test_metrics_http import free_port, prometheus_binary
 from tests.e2e.test_daemon import advance, config_for
-
-__all__ = ["prometheus_binary"]  # the fixture, re-exported for this module's test
+from tests.prometheus import running_prometheus
 
 yaml = pytest.importorskip("yaml", reason="pyyaml is a dev dependency: pip install -e '.[dev]'")
 
@@ -82,22 +80,12 @@ async def test_a_stalled_chain_fires_the_stall_alert(
         assert app.metrics_url is not None
         target = app.metrics_url.removeprefix("http://").removesuffix("/metrics")
         config = prometheus_config(tmp_path, target)
-        port = free_port()
-        api = f"http://127.0.0.1:{port}"
-        log = tmp_path / "prometheus.log"
-        with log.open("wb") as log_file:
-            proc = await asyncio.create_subprocess_exec(
-                prometheus_binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=log_file,
-            )
         seen: list[dict[str, str]] = []
         try:
-            async with aiohttp.ClientSession() as session:
+            async with (
+                running_prometheus(prometheus_binary, config, tmp_path) as api,
+                aiohttp.ClientSession() as session,
+            ):
                 # Blocks flow: Prometheus evaluates the rule and finds nothing to alert on.
                 rules_loaded = False
                 for _ in range(60):
@@ -134,17 +122,7 @@ async def test_a_stalled_chain_fires_the_stall_alert(
                     if await stall_alerts(session, api) == {}:
                         break
                 assert await stall_alerts(session, api) == {}
-        except AssertionError:
-            print(log.read_text(errors="replace")[-4000:])
-            raise
         finally:
-            if proc.returncode is None:
-                proc.terminate()
-                try:
-                    await asyncio.wait_for(proc.wait(), 15)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
             runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await runner
