@@ -8,6 +8,7 @@ them, with their inputs set as DuckDB variables (``SET VARIABLE``).
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -30,6 +31,19 @@ __all__ = [
     "run_script",
     "sql_literal",
 ]
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--data`` and ``--chain``, as ``report`` and ``validate`` take them."""
+    parser.add_argument(
+        "--data", metavar="DIR", help="dataset directory (default: $DATA_DIR, else data)"
+    )
+    parser.add_argument(
+        "--chain",
+        action="append",
+        metavar="NAME",
+        help=f"a chain to {what}; repeat for several (default: every chain on disk)",
+    )
 
 
 def _scripts_dir() -> Path:

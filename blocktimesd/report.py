@@ -35,6 +35,7 @@ import duckdb
 
 from blocktimesd.duck import (
     Table,
+    add_dataset_arguments,
     check_chains,
     connect,
     data_dir_from,
@@ -466,15 +467,7 @@ def add_report_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         description=_DESCRIPTION,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument(
-        "--data", metavar="DIR", help="dataset directory (default: $DATA_DIR, else data)"
-    )
-    p.add_argument(
-        "--chain",
-        action="append",
-        metavar="NAME",
-        help="a chain to report on; repeat for several (default: every chain on disk)",
-    )
+    add_dataset_arguments(p, "report on")
     p.add_argument("--since", type=parse_time, metavar="T", help="first timestamp included")
     p.add_argument("--until", type=parse_time, metavar="T", help="first timestamp excluded")
     p.add_argument("--window", choices=sorted(WINDOW_MS), default="hour")

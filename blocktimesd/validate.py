@@ -31,6 +31,7 @@ import duckdb
 from blocktimesd.duck import (
     SCRIPTS_DIR,
     Table,
+    add_dataset_arguments,
     check_chains,
     connect,
     data_dir_from,
@@ -111,15 +112,7 @@ def add_validate_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> Non
         description=_DESCRIPTION,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument(
-        "--data", metavar="DIR", help="dataset directory (default: $DATA_DIR, else data)"
-    )
-    p.add_argument(
-        "--chain",
-        action="append",
-        metavar="NAME",
-        help="a chain to check; repeat for several (default: every chain on disk)",
-    )
+    add_dataset_arguments(p, "check")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--expected-block-ms", type=int, default=6000, help="for the outliers")
     p.add_argument(

@@ -28,13 +28,13 @@ from blocktimesd.backfill_cli import (
 )
 from blocktimesd.core.ranges import Span
 from blocktimesd.core.rotation import parse_file_name
-from blocktimesd.core.rows import Row
 from blocktimesd.devnet.app import Devnet
 from blocktimesd.devnet.content import ConsensusFacts
 from blocktimesd.devnet.network import Network
 from blocktimesd.devnet.params import ChainParams, FaultParams
 from blocktimesd.errors import ConfigError, RpcError
 from tests.chopsticks import conftest as chopsticks
+from tests.daemon import row_of
 
 chopsticks_spec = chopsticks.chopsticks_spec  # the fixture, for the chopsticks test below
 
@@ -161,9 +161,9 @@ async def test_rerun_and_overlap_with_the_daemon_never_duplicate(
         # Rows the daemon wrote: 100..149, and a lone 200.
         writer = ParquetWriter(tmp_path)
         await writer.start()
-        await writer.put([daemon_row(canonical[n]) for n in range(100, 150)])
+        await writer.put([row_of(canonical[n]) for n in range(100, 150)])
         await writer.flush()
-        await writer.put([daemon_row(canonical[200])])
+        await writer.put([row_of(canonical[200])])
         await writer.close()
         args = ("--chain", "consensus", "--start", "50", "--count", "250", "--k", str(K))
         assert await backfill(tmp_path, *args) == 0
@@ -175,27 +175,6 @@ async def test_rerun_and_overlap_with_the_daemon_never_duplicate(
     numbers = check_no_duplicates(tmp_path, "consensus")
     assert numbers == list(range(1, 321))
     check_consensus(read_rows(tmp_path, "consensus"), devnet.network)
-
-
-def daemon_row(block: Any) -> Row:
-    parent = block.parent
-    return Row(
-        chain="consensus",
-        block_number=block.number,
-        hash=block.hash_hex,
-        parent_hash=parent.hash_hex,
-        timestamp_ms=block.timestamp_ms,
-        delta_since_parent_ms=None
-        if parent.timestamp_ms is None
-        else block.timestamp_ms - parent.timestamp_ms,
-        ingestion_ts_ms=0,
-        contained_store_segment_headers=bool(block.facts.segments),
-        bundle_count=block.facts.bundles,
-        consensus_block_hash=None,
-        slot=block.facts.slot,
-        spec_version=block.facts.body_spec,
-        consensus_block_number=None,
-    )
 
 
 async def test_interrupted_backfill_flushes_and_resumes(

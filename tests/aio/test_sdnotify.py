@@ -16,7 +16,7 @@ from blocktimesd.aio.app import App
 from blocktimesd.aio.sdnotify import SystemdNotifier, supervise
 from blocktimesd.devnet.app import Devnet
 from blocktimesd.devnet.params import ChainParams
-from tests.e2e.test_daemon import advance, config_for
+from tests.daemon import advance, config_for
 
 
 class NotifySocket:

@@ -3,14 +3,14 @@ the alerts' links into the runbook."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.conftest import debian_tool
 
 yaml = pytest.importorskip("yaml", reason="pyyaml is a dev dependency: pip install -e '.[dev]'")
 
@@ -23,13 +23,7 @@ RUNBOOK = ROOT / "docs" / "runbook" / "operations.md"
 
 @pytest.fixture
 def promtool() -> str:
-    binary = shutil.which("promtool")
-    if binary is None:
-        reason = "promtool is not installed (Debian: apt-get install prometheus)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}; CI must run this test")
-        pytest.skip(reason)
-    return binary
+    return debian_tool("promtool", "prometheus")
 
 
 def run(*argv: str, cwd: Path = ROOT) -> str:

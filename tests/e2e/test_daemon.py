@@ -13,31 +13,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from blocktimesd.aio.app import App
-from blocktimesd.aio.chain import ChainKind
 from blocktimesd.aio.writer import ParquetWriter
-from blocktimesd.config import ChainConfig, Config, MetricsAddr
-from blocktimesd.core.rows import Row
+from blocktimesd.config import Config
 from blocktimesd.devnet.app import Devnet
 from blocktimesd.devnet.content import ConsensusFacts
 from blocktimesd.devnet.network import Network
 from blocktimesd.devnet.params import ChainParams
-
-K_CONSENSUS = 12
-K_DOMAIN = 8
-
-
-def config_for(devnet: Devnet, data: Path) -> Config:
-    assert devnet.urls is not None
-    return Config(
-        chains=(
-            ChainConfig("consensus", ChainKind.CONSENSUS, (devnet.urls.consensus,), K_CONSENSUS,
-                        domain_ids=(0,)),
-            ChainConfig("auto-evm", ChainKind.AUTO_EVM, (devnet.urls.domain,), K_DOMAIN),
-        ),
-        data_dir=data,
-        metrics_addr=MetricsAddr("127.0.0.1", 0),
-        max_rows_per_file=40,
-    )  # fmt: skip
+from tests.daemon import K_CONSENSUS, advance, config_for, row_of
 
 
 def read_rows(data: Path, chain: str) -> list[dict[str, Any]]:
@@ -87,15 +69,6 @@ def check_dataset(data: Path, network: Network) -> tuple[int, int]:
     return len(consensus), len(domain)
 
 
-async def advance(devnet: Devnet, seconds: float, step_ms: int = 20_000) -> None:
-    """Let the simulated network run faster than its clock, in small steps."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + seconds
-    while loop.time() < end:
-        devnet.publish(devnet.network.advance(devnet.network.now_ms + step_ms))
-        await asyncio.sleep(0.05)
-
-
 @pytest.mark.parametrize("faults", [False, True])
 async def test_dataset_equals_the_canonical_chain(tmp_path: Path, faults: bool) -> None:
     params = ChainParams(seed=31 + faults, history=60, fork_rate=0.3, stall_every_s=600)
@@ -141,28 +114,6 @@ async def test_resume_after_stop_continues_exactly_once(tmp_path: Path) -> None:
 def test_config_override_is_a_dataclass() -> None:
     config = Config(chains=())
     assert dataclasses.replace(config, max_rows_per_file=5).max_rows_per_file == 5
-
-
-def row_of(block: Any, chain: str = "consensus") -> Row:
-    facts = block.facts
-    parent = block.parent
-    return Row(
-        chain=chain,
-        block_number=block.number,
-        hash=block.hash_hex,
-        parent_hash=parent.hash_hex,
-        timestamp_ms=block.timestamp_ms,
-        delta_since_parent_ms=None
-        if parent.timestamp_ms is None
-        else block.timestamp_ms - parent.timestamp_ms,
-        ingestion_ts_ms=0,
-        contained_store_segment_headers=bool(facts.segments),
-        bundle_count=facts.bundles,
-        consensus_block_hash=None,
-        slot=facts.slot,
-        spec_version=facts.body_spec,
-        consensus_block_number=None,
-    )
 
 
 async def test_rows_orphaned_while_stopped_are_repaired(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from blocktimesd.aio.app import App
 from blocktimesd.devnet.app import Devnet
 from blocktimesd.devnet.params import ChainParams
-from tests.e2e.test_daemon import advance, config_for
+from tests.daemon import advance, config_for
 from tests.prometheus import PROMETHEUS_CONFIG, query, running_prometheus
 
 # Each series must reach Prometheus for both chains; "positive" ones with a value > 0.

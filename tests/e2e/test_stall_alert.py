@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from blocktimesd.aio.app import App
 from blocktimesd.devnet.app import Devnet
 from blocktimesd.devnet.params import ChainParams
-from tests.e2e.test_daemon import advance, config_for
+from tests.daemon import advance, config_for
 from tests.prometheus import running_prometheus
 
 yaml = pytest.importorskip("yaml", reason="pyyaml is a dev dependency: pip install -e '.[dev]'")
