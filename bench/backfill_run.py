@@ -2,9 +2,10 @@
 
     python bench/backfill_run.py WS_URL FIRST LAST [backfill flags...]
 
-Output: {"blocks": rows written, "seconds": wall time, "peak_rss_mib": this process's
-peak resident memory}.  Used by bench/backfill_vs_reference.py, which runs it in its
-own process so that its memory is its own.
+Output: {"blocks": rows written, "seconds": wall time, "cpu_seconds": this process's CPU
+time (all threads) over the same span, "peak_rss_mib": its peak resident memory}.  Used
+by bench/backfill_vs_reference.py, which runs it in its own process so that its memory
+is its own.
 """
 
 from __future__ import annotations
@@ -38,12 +39,22 @@ def main() -> None:
             ["--chain", "consensus", "--rpc", url, "--kind", "consensus", "--start", first,
              "--end", last, "--k", "0", "--data", data, *flags]
         )  # fmt: skip
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         code = uvloop.run(run_backfill(args))
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         blocks = rows_in(Path(data))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"blocks": blocks, "seconds": seconds, "peak_rss_mib": peak, "exit": code}))
+    print(
+        json.dumps(
+            {
+                "blocks": blocks,
+                "seconds": seconds,
+                "cpu_seconds": cpu,
+                "peak_rss_mib": peak,
+                "exit": code,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
@@ -41,7 +40,7 @@ from blocktimesd.aio.chain import ChainKind, ChainReader, check_runtime
 from blocktimesd.aio.follower import Unresolved
 from blocktimesd.aio.rpc import RpcClient
 from blocktimesd.aio.writer import Reconciliation
-from blocktimesd.core import decode, digest_hex
+from blocktimesd.core import decode, hexfacts
 from blocktimesd.core.header import hex_to_bytes, to_hex
 from blocktimesd.core.ranges import Span, merge, runs, subtract, total, windows
 from blocktimesd.core.rotation import ROWS, check_chain, parse_file_name
@@ -63,6 +62,7 @@ __all__ = [
     "ChainResult",
     "ConsensusMap",
     "block_at_time",
+    "choose_batch_size",
     "durable_runs",
 ]
 
@@ -109,14 +109,16 @@ class _Reorged(BlocktimesError):
     """The hashes fetched by number no longer form one chain: fetch the window again."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Raw:
-    """One block as the node answered: hash, header object, storage values."""
+class _Block(NamedTuple):
+    """What a row needs of one block, read from the node's answers as they arrive
+    (while they are still in the CPU's caches; the answers are dropped right away)."""
 
     number: int
     hash: str
-    header: Any
-    values: tuple[bytes | None, ...]
+    parent_hash: str
+    timestamp_ms: int | None  # None: no Timestamp.Now (genesis)
+    facts: hexfacts.DigestFacts
+    bundles: int  # SuccessfulBundles of the configured domains (consensus)
 
 
 @dataclass(slots=True)
@@ -205,6 +207,47 @@ def _pruned(client: RpcClient, label: str, number: int, block_hash: str, exc: Rp
     return exc
 
 
+# -- batch size ------------------------------------------------------------------------------
+
+_PROBE_CALLS = 4
+_BATCH_BUDGET_S = 0.02  # the least time a batch's own calls may add to its round trip
+
+
+async def choose_batch_size(
+    client: RpcClient, label: str, clock: Callable[[], float] = time.perf_counter
+) -> int:
+    """Calls per JSON-RPC batch for this node, at most the client's ``batch_size``.
+
+    A message costs a round trip plus, per call in it, the node's time for that call
+    (nodes run a batch's calls one after another).  Big batches save the per-message
+    costs on both sides, so calls are batched up to the point where they would make a
+    round trip longer by more than the round trip itself (or 20 ms): a node that
+    answers in microseconds gets the largest batches, one that takes tens of
+    milliseconds per call gets single requests, many in flight.
+    """
+    largest = client.settings.batch_size
+    if largest == 1:
+        return 1
+    single = batch = float("inf")
+    for _ in range(2):
+        started = clock()
+        await client.call("chain_getBlockHash", 0)
+        single = min(single, clock() - started)
+    probe = [("chain_getBlockHash", [0])] * _PROBE_CALLS
+    for _ in range(2):
+        started = clock()
+        await client.call_many(probe, batch_size=_PROBE_CALLS)
+        batch = min(batch, clock() - started)
+    per_call = max(batch - single, 0.0) / (_PROBE_CALLS - 1)
+    budget = max(single, _BATCH_BUDGET_S)
+    size = largest if per_call * largest <= budget else max(1, int(budget / per_call))
+    log.info(
+        "%s: round trip %.2f ms, %.3f ms more per call in a batch: %d calls per batch",
+        label, single * 1000, per_call * 1000, size,
+    )  # fmt: skip
+    return size
+
+
 # -- domain -> consensus ------------------------------------------------------------------
 
 
@@ -288,6 +331,7 @@ class Backfill:
         self._written = 0
         self._unresolved = 0
         self._stopped_at: int | None = None
+        self._batch = self.client.settings.batch_size
 
     async def tip(self) -> int:
         best = await self.client.call("chain_getHeader")
@@ -323,6 +367,7 @@ class Backfill:
                     to_hex(runtime.storage_key("Domains", "SuccessfulBundles", domain))
                     for domain in self.reader.domain_ids
                 ]
+            self._batch = await choose_batch_size(self.client, self.chain)
             progress = self._progress(self.chain, total(missing)) if self._progress else None
             await self._pipeline(missing, progress)
             if progress is not None:
@@ -347,7 +392,7 @@ class Backfill:
         # Up to ``lookahead`` windows are being fetched (or wait, fetched) while the
         # oldest is turned into rows: the requests in flight never drain between windows,
         # and memory holds at most ``lookahead`` windows.
-        fetching: deque[tuple[Span, asyncio.Task[list[_Raw]]]] = deque()
+        fetching: deque[tuple[Span, asyncio.Task[list[_Block]]]] = deque()
         todo = windows(missing, self.settings.window)
         try:
             while True:
@@ -360,7 +405,7 @@ class Backfill:
                 if not fetching:
                     return
                 window, task = fetching.popleft()
-                fetched: list[_Raw] | BaseException
+                fetched: list[_Block] | BaseException
                 try:
                     fetched = await task
                 except BlocktimesError as exc:
@@ -377,7 +422,7 @@ class Backfill:
                 with contextlib.suppress(asyncio.CancelledError, BlocktimesError):
                     await task
 
-    async def _write_window(self, window: Span, fetched: list[_Raw] | BaseException) -> bool:
+    async def _write_window(self, window: Span, fetched: list[_Block] | BaseException) -> bool:
         """Turn one window into rows, fetching it again after a retryable failure;
         False when the backfill must stop here (domain blocks not yet confirmable)."""
         for attempt in range(1, self.settings.attempts + 1):
@@ -409,7 +454,7 @@ class Backfill:
 
     # -- fetching ---------------------------------------------------------------------------------
 
-    async def _fetch(self, window: Span) -> list[_Raw]:
+    async def _fetch(self, window: Span) -> list[_Block]:
         """The window's blocks and the parent of its first, in order of number."""
         step = self.settings.blocks_per_task
         first = window.first - 1
@@ -420,7 +465,7 @@ class Backfill:
         chunks = await asyncio.gather(*tasks)
         return [raw for chunk in chunks for raw in chunk]
 
-    async def _fetch_chunk(self, first: int, last: int) -> list[_Raw]:
+    async def _fetch_chunk(self, first: int, last: int) -> list[_Block]:
         numbers = list(range(first, last + 1))
         hashes = await self.client.call("chain_getBlockHash", numbers)
         if not isinstance(hashes, list) or len(hashes) != len(numbers):
@@ -432,21 +477,35 @@ class Backfill:
         header_calls = [("chain_getHeader", [h]) for h in hashes]
         if self.query_storage:
             headers, values = await asyncio.gather(
-                self.client.call_many(header_calls), self._query_range(numbers, hashes)
+                self.client.call_many(header_calls, batch_size=self._batch),
+                self._query_range(numbers, hashes),
             )
         else:
-            answers = await self.client.call_many(header_calls + self._storage_calls(hashes))
+            answers = await self.client.call_many(
+                header_calls + self._storage_calls(hashes), batch_size=self._batch
+            )
             headers = answers[: len(hashes)]
             values = self._values(numbers, hashes, answers[len(hashes) :])
-        for number, block_hash, header in zip(numbers, hashes, headers, strict=True):
+        blocks: list[_Block] = []
+        for number, block_hash, header, found in zip(numbers, hashes, headers, values, strict=True):
             if isinstance(header, RpcError):
                 raise header
             if header is None:
                 raise _Reorged(f"block {number} ({block_hash}) vanished from the node")
-        return [
-            _Raw(n, h, header, v)
-            for n, h, header, v in zip(numbers, hashes, headers, values, strict=True)
-        ]
+            header_number, parent_hash, logs = _header_fields(header)
+            if header_number != number:
+                raise _Reorged(f"block {block_hash} is block {header_number}, not {number}")
+            blocks.append(
+                _Block(
+                    number,
+                    block_hash,
+                    parent_hash,
+                    hexfacts.timestamp(found[0]),
+                    hexfacts.digest_facts(logs),
+                    sum(map(hexfacts.bundle_count, found[1:])),
+                )
+            )
+        return blocks
 
     def _storage_calls(self, hashes: list[str]) -> list[tuple[str, list[Any]]]:
         if len(self._keys) == 1:
@@ -456,21 +515,37 @@ class Backfill:
 
     def _values(
         self, numbers: list[int], hashes: list[str], answers: list[Any]
-    ) -> list[tuple[bytes | None, ...]]:
-        out: list[tuple[bytes | None, ...]] = []
+    ) -> list[Sequence[str | None]]:
+        """Each block's storage values, from its ``state_getStorage`` answer (one key) or
+        its ``state_queryStorageAt`` answer (``[{block, changes: [[key, value], ...]}]``)."""
+        keys = self._keys
+        out: list[Sequence[str | None]] = []
         for number, block_hash, answer in zip(numbers, hashes, answers, strict=True):
             if isinstance(answer, RpcError):
                 raise _pruned(self.client, self.chain, number, block_hash, answer)
-            if len(self._keys) == 1:
-                out.append((None if answer is None else hex_to_bytes(answer, "storage value"),))
+            if len(keys) == 1:
+                out.append((answer,))
                 continue
-            changes = dict(answer[0]["changes"]) if answer else {}
-            out.append(tuple(_value(changes.get(key)) for key in self._keys))
+            try:
+                changes = answer[0]["changes"] if answer else []
+                # The node lists the keys in the order asked; anything else is looked up.
+                if len(changes) == len(keys) and all(
+                    change[0] == key for change, key in zip(changes, keys, strict=True)
+                ):
+                    out.append([change[1] for change in changes])
+                else:
+                    found = dict(changes)
+                    out.append([found.get(key) for key in keys])
+            except (KeyError, IndexError, TypeError, ValueError):
+                raise ProtocolError(
+                    f"{self.chain}: state_queryStorageAt answered {answer!r:.120} for block "
+                    f"{number}"
+                ) from None
         return out
 
     async def _query_range(
         self, numbers: list[int], hashes: list[str]
-    ) -> list[tuple[bytes | None, ...]]:
+    ) -> list[Sequence[str | None]]:
         """The values at every block of a range, from one ``state_queryStorage`` (which
         lists a key's value only where it changed; the first block lists them all)."""
         try:
@@ -480,19 +555,20 @@ class Backfill:
         by_block = {entry["block"]: dict(entry["changes"]) for entry in sets}
         if not by_block.keys() <= set(hashes):
             raise _Reorged("state_queryStorage walked blocks that are not canonical any more")
-        current: dict[str, bytes | None] = dict.fromkeys(self._keys)
-        out: list[tuple[bytes | None, ...]] = []
+        current: dict[str, str | None] = dict.fromkeys(self._keys)
+        out: list[Sequence[str | None]] = []
+        values: Sequence[str | None] = ()
         for block_hash in hashes:
             changes = by_block.get(block_hash)
-            if changes:
-                for key, value in changes.items():
-                    current[key] = _value(value)
-            out.append(tuple(current[key] for key in self._keys))
+            if changes or not values:
+                current.update(changes or ())
+                values = tuple(current[key] for key in self._keys)
+            out.append(values)  # unchanged values are shared with the previous block
         return out
 
     # -- rows ---------------------------------------------------------------------------------
 
-    async def _emit(self, window: Span, fetched: list[_Raw]) -> bool:
+    async def _emit(self, window: Span, fetched: list[_Block]) -> bool:
         parent, blocks = fetched[0], fetched[1:]
         tip = self._tip
         if tip is not None and tip.number == parent.number and tip.hash == parent.hash:
@@ -503,50 +579,48 @@ class Backfill:
             runtime = await self.reader.runtime_at(hex_to_bytes(parent.hash, "hash"))
             check_runtime(runtime, self.reader.kind, self.chain)
             child_spec = runtime.spec_version
-        parent_ts = decode.timestamp_from_storage(parent.values[0])
+        parent_ts = parent.timestamp_ms
         parent_hash = parent.hash
         now_ms = int(self._wall() * 1000)
         kind = self.reader.kind
+        consensus = kind is ChainKind.CONSENSUS
+        chain = self.chain
         rows: list[Row] = []
         links: list[str | None] = []
-        for raw in blocks:
-            number, parent_hex, logs = _header_fields(raw.header)
-            if number != raw.number or parent_hex != parent_hash:
-                raise _Reorged(f"block {raw.number} ({raw.hash}) is not a child of {parent_hash}")
-            timestamp = decode.timestamp_from_storage(raw.values[0])
+        for number, block_hash, parent_hex, timestamp, facts, bundle_count in blocks:
+            if parent_hex != parent_hash:
+                raise _Reorged(f"block {number} ({block_hash}) is not a child of {parent_hash}")
             if timestamp is None:
-                raise DecodeError(f"{self.chain}: block #{raw.number} has no Timestamp.Now")
+                raise DecodeError(f"{chain}: block #{number} has no Timestamp.Now")
             spec = child_spec
-            if digest_hex.runtime_updated(logs):
-                runtime = await self.reader.runtime_at(hex_to_bytes(raw.hash, "hash"))
-                check_runtime(runtime, kind, self.chain)
+            if facts.runtime_updated:
+                runtime = await self.reader.runtime_at(hex_to_bytes(block_hash, "hash"))
+                check_runtime(runtime, kind, chain)
                 child_spec = runtime.spec_version
-            segments = bundles = slot = None
-            if kind is ChainKind.CONSENSUS:
-                slot = digest_hex.consensus_slot(logs)
-                segments = digest_hex.segment_commitments(logs) > 0
-                bundles = sum(decode.bundle_count_from_storage(v) for v in raw.values[1:])
-            links.append(
-                digest_hex.domain_consensus_hash(logs) if kind is ChainKind.AUTO_EVM else None
-            )
+            if consensus:
+                bundles: int | None = bundle_count
+                segments: bool | None = facts.segment_commitments > 0
+            else:
+                bundles = segments = None
+            links.append(facts.consensus_hash)
             rows.append(
                 Row(
-                    chain=self.chain,
-                    block_number=raw.number,
-                    hash=raw.hash,
-                    parent_hash=parent_hash,
-                    timestamp_ms=timestamp,
-                    delta_since_parent_ms=delta_ms(timestamp, parent_ts),
-                    ingestion_ts_ms=now_ms,
-                    contained_store_segment_headers=segments,
-                    bundle_count=bundles,
-                    consensus_block_hash=None,
-                    slot=slot,
-                    spec_version=spec,
-                    consensus_block_number=None,
+                    chain,
+                    number,
+                    block_hash,
+                    parent_hash,
+                    timestamp,
+                    delta_ms(timestamp, parent_ts),
+                    now_ms,
+                    segments,
+                    bundles,
+                    None,  # consensus_block_hash: set by _map
+                    facts.slot if consensus else None,
+                    spec,
+                    None,  # consensus_block_number: set by _map
                 )
             )
-            parent_hash, parent_ts = raw.hash, timestamp
+            parent_hash, parent_ts = block_hash, timestamp
         complete = True
         if kind is ChainKind.AUTO_EVM:
             rows, complete = await self._map(rows, links, now_ms)
@@ -604,8 +678,4 @@ def _header_fields(obj: Any) -> tuple[int, str, list[str]]:
 def _with_consensus(row: Row, source: str | None, number: int | None) -> Row:
     if source is None:
         return row
-    return dataclasses.replace(row, consensus_block_hash=source, consensus_block_number=number)
-
-
-def _value(text: str | None) -> bytes | None:
-    return None if text is None else hex_to_bytes(text, "storage value")
+    return row._replace(consensus_block_hash=source, consensus_block_number=number)

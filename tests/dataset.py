@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -128,5 +127,5 @@ def write_file(data_dir: Path, chain: str, day: str, rows: Sequence[Row]) -> Pat
 def with_changes(rows: list[Row], index: int, **changes: object) -> list[Row]:
     """``rows`` with row ``index`` changed."""
     copy = list(rows)
-    copy[index] = replace(copy[index], **changes)  # type: ignore[arg-type]
+    copy[index] = copy[index]._replace(**changes)
     return copy

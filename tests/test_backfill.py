@@ -18,7 +18,7 @@ import pytest
 from blocktimesd.aio.chain import ChainKind, ChainReader
 from blocktimesd.aio.rpc import RpcClient, RpcSettings
 from blocktimesd.aio.writer import ParquetWriter
-from blocktimesd.backfill import Backfill, BackfillSettings
+from blocktimesd.backfill import Backfill, BackfillSettings, choose_batch_size
 from blocktimesd.backfill_cli import (
     add_backfill_arguments,
     backfill_args_from_range,
@@ -316,3 +316,17 @@ async def test_ad_hoc_generic_chain_on_chopsticks(
     assert [r["block_number"] for r in rows] == list(range(1, 31))
     assert all(r["delta_since_parent_ms"] == 12_000 for r in rows[1:])
     assert all(r["bundle_count"] is None and r["slot"] is None for r in rows)
+
+
+async def test_batches_follow_how_long_the_node_takes_per_call() -> None:
+    # A node answering in microseconds gets the largest batches; one that takes tens of
+    # milliseconds per call (run one after another within a batch) gets single calls.
+    net = Devnet(ChainParams(seed=3, history=20), FaultParams())
+    async with net:
+        assert net.urls is not None
+        for batch_size, latency_ms, expected in ((64, 0, {64}), (64, 40, {1, 2}), (1, 0, {1})):
+            net.set_faults(latency_ms=latency_ms)
+            settings = RpcSettings((net.urls.consensus,), batch_size=batch_size)
+            async with RpcClient(settings, "consensus") as client:
+                await client.wait_ready(5)
+                assert await choose_batch_size(client, "consensus") in expected

@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -42,13 +41,13 @@ def shift(rows: list[Row], index: int, by: int) -> list[Row]:
     rows = list(rows)
     row = rows[index]
     delta = row.delta_since_parent_ms
-    rows[index] = replace(
-        row, timestamp_ms=row.timestamp_ms + by, delta_since_parent_ms=(delta or 0) + by
+    rows[index] = row._replace(
+        timestamp_ms=row.timestamp_ms + by, delta_since_parent_ms=(delta or 0) + by
     )
     if index + 1 < len(rows):
         after = rows[index + 1]
-        rows[index + 1] = replace(
-            after, delta_since_parent_ms=(after.delta_since_parent_ms or 0) - by
+        rows[index + 1] = after._replace(
+            delta_since_parent_ms=(after.delta_since_parent_ms or 0) - by
         )
     return rows
 

@@ -16,6 +16,7 @@ import contextvars
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -25,7 +26,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from blocktimesd.core.backoff import TokenBucket, backoff
-from blocktimesd.core.jsonrpc import ClientFraming, Notification, Response
+from blocktimesd.core.jsonrpc import BatchResponse, ClientFraming, Notification, Response
 from blocktimesd.errors import (
     ConnectionLost,
     NodeUnusable,
@@ -172,6 +173,61 @@ class _Connection:
 _EARLY_KEPT = 64
 
 
+class _Expired(Exception):
+    """A request's deadline passed (set on its future; becomes :class:`RpcTimeout`)."""
+
+
+def _expire(fut: asyncio.Future[Any]) -> None:
+    if not fut.done():
+        fut.set_exception(_Expired())
+
+
+@dataclass(eq=False, slots=True)
+class _Sent:
+    """One message on its way: where it went, its future, what it asked."""
+
+    conn: _Connection
+    key: int
+    fut: asyncio.Future[Any]
+    calls: Sequence[tuple[str, list[Any]]]
+    timeout: float
+    started: float
+
+
+class _Slots:
+    """A cap on requests in flight, handed out first come, first served.
+
+    ``asyncio.Semaphore`` removes each woken waiter from a deque, which costs O(waiters);
+    a backfill queues thousands of messages behind the cap, so here a release hands its
+    slot straight to the oldest live waiter, and cancelled waiters are skipped when met.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self) -> None:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # handed a slot, then cancelled: pass it on
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+        self._free += 1
+
+
 class RpcClient:
     """JSON-RPC over WebSocket to one chain, with failover across its endpoints."""
 
@@ -189,9 +245,10 @@ class RpcClient:
         self.chain = chain
         self._on_connect = on_connect
         self._observer: RpcObserver = observer or _NullObserver()
+        self._observed = observer is not None  # per-call reports cost; skip them when unheard
         self._rng = rng or random.Random()
         self._clock = clock
-        self._inflight = asyncio.Semaphore(settings.max_inflight)
+        self._inflight = _Slots(settings.max_inflight)
         self._bucket = (
             TokenBucket(settings.requests_per_second) if settings.requests_per_second > 0 else None
         )
@@ -350,9 +407,14 @@ class RpcClient:
         try:
             async for message in conn.ws:
                 for event in conn.framing.receive(message):
-                    if isinstance(event, Response):
+                    if type(event) is BatchResponse:
+                        fut = conn.pending.pop(event.id, None)
+                        if fut is not None and not fut.done():
+                            fut.set_result(event.results)
+                    elif type(event) is Response:
                         self._resolve(conn, event)
                     else:
+                        assert type(event) is Notification
                         self._route(conn, event)
         except ConnectionClosed:
             return
@@ -423,114 +485,149 @@ class RpcClient:
 
     async def call(self, method: str, *params: Any, timeout: float | None = None) -> Any:
         """One request; raises the node's :class:`RpcError`, or a transport error."""
-        return (await self._send([(method, list(params))], timeout, subscription=None))[0]
+        sent = await self._post([(method, list(params))], timeout, None)
+        return (await self._collect(sent, errors_in_place=False))[0]
 
     async def call_many(
-        self, calls: Sequence[tuple[str, list[Any]]], timeout: float | None = None
+        self,
+        calls: Sequence[tuple[str, list[Any]]],
+        timeout: float | None = None,
+        batch_size: int | None = None,
     ) -> list[Any]:
-        """Many requests, pipelined or in batches of ``batch_size``.
+        """Many requests, pipelined or in batches of ``batch_size`` (default: the
+        setting).
 
-        The node's errors come back in place (as :class:`RpcError` values); a transport
-        error raises.
+        One task sends the messages as slots under the in-flight cap free up (a slot is
+        freed when its answer arrives), then collects the answers in order.  The node's
+        errors come back in place (as :class:`RpcError` values); a transport error
+        raises, and the answers still awaited are abandoned.
         """
-        size = self.settings.batch_size
-        chunks = [calls[i : i + size] for i in range(0, len(calls), size)]
-        results = await asyncio.gather(
-            *(
-                self._send(chunk, timeout, subscription=None, errors_in_place=True)
-                for chunk in chunks
-            )
-        )
-        return [item for chunk in results for item in chunk]
+        size = batch_size or self.settings.batch_size
+        sent: list[_Sent] = []
+        try:
+            for at in range(0, len(calls), size):
+                sent.append(await self._post(calls[at : at + size], timeout, None))
+            results: list[Any] = []
+            for message in sent:
+                results += await self._collect(message, errors_in_place=True)
+            return results
+        except BaseException:
+            for message in sent:
+                if not message.fut.done():
+                    self._abandon(message.conn, message.key)
+                elif not message.fut.cancelled():
+                    message.fut.exception()  # seen: no "exception was never retrieved"
+            raise
+
+    def _settled(self, expiry: asyncio.TimerHandle) -> Callable[[asyncio.Future[Any]], None]:
+        """A message's done callback: stop its deadline and free its slot."""
+
+        def settled(_: asyncio.Future[Any]) -> None:
+            expiry.cancel()
+            self._inflight.release()
+
+        return settled
 
     async def subscribe(self, method: str, unsubscribe: str, *params: Any) -> Subscription:
         sub = Subscription(
             self, unsubscribe, self.settings.subscription_queue, self.settings.stall_timeout
         )
-        await self._send([(method, list(params))], None, subscription=sub)
+        sent = await self._post([(method, list(params))], None, sub)
+        await self._collect(sent, errors_in_place=False)
         return sub
 
-    async def _send(
+    async def _post(
         self,
         calls: Sequence[tuple[str, list[Any]]],
         timeout: float | None,
         subscription: Subscription | None,
-        errors_in_place: bool = False,
-    ) -> list[Any]:
+    ) -> _Sent:
+        """Send ``calls`` as one message (a single request, or a batch) once a slot under
+        the in-flight cap is free; the slot is freed when the message's one future is
+        done (answered, failed, timed out or abandoned)."""
         timeout = self.settings.request_timeout if timeout is None else timeout
-        async with self._inflight:
+        await self._inflight.acquire()
+        try:
             conn = await self._connection()
             await self._pace()
-            loop = asyncio.get_running_loop()
-            ids: list[int] = []
-            payloads: list[dict[str, Any]] = []
-            futures: list[asyncio.Future[Any]] = []
-            for method, params in calls:
-                req_id, payload = conn.framing.request(method, params)
-                fut: asyncio.Future[Any] = loop.create_future()
-                conn.pending[req_id] = fut
-                ids.append(req_id)
-                payloads.append(payload)
-                futures.append(fut)
-            if subscription is not None:
-                conn.subscribing[ids[0]] = subscription
-            body = orjson.dumps(payloads[0] if len(payloads) == 1 else payloads)
-            started = self._clock()
-            try:
-                await conn.ws.send(body, text=True)
-                done = await self._wait(futures, timeout)
-            except ConnectionClosed:
-                self._abandon(conn, ids)
-                raise ConnectionLost(f"{self.chain}: connection to {conn.url} closed") from None
-            except asyncio.CancelledError:
-                self._abandon(conn, ids)
-                raise
-            if done < len(futures):
-                self._abandon(conn, ids)
-                for method, _ in calls:
-                    self._observer.request_done(method, "timeout", self._clock() - started)
-                raise RpcTimeout(
-                    f"{self.chain}: {calls[0][0]} got no answer from {conn.url} "
-                    f"within {timeout:g} s"
-                )
-            results: list[Any] = []
-            elapsed = self._clock() - started
-            for (method, _), fut in zip(calls, futures, strict=True):
-                exc = fut.exception()
-                if exc is None:
-                    self._observer.request_done(method, "ok", elapsed)
-                    results.append(fut.result())
-                elif isinstance(exc, RpcError):
-                    self._observer.request_done(method, f"error {exc.code}", elapsed)
-                    if not errors_in_place:
-                        raise exc
-                    results.append(exc)
-                else:
-                    self._observer.request_done(method, "connection lost", elapsed)
-                    raise exc
-            return results
-
-    @staticmethod
-    async def _wait(futures: list[asyncio.Future[Any]], timeout: float) -> int:
-        """How many of ``futures`` completed within ``timeout``.
-
-        On timeout the future being awaited is cancelled with the wait; it counts as
-        not completed, like those still pending.
-        """
+        except BaseException:
+            self._inflight.release()
+            raise
+        if len(calls) == 1:
+            key, payload = conn.framing.request(*calls[0])
+            body = orjson.dumps(payload)
+        else:
+            key, payloads = conn.framing.batch(calls)
+            body = orjson.dumps(payloads)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        conn.pending[key] = fut
+        if subscription is not None:
+            conn.subscribing[key] = subscription
+        sent = _Sent(conn, key, fut, calls, timeout, self._clock())
+        # The deadline runs from here: waiting for a slot does not count against it.
+        fut.add_done_callback(self._settled(loop.call_later(timeout, _expire, fut)))
         try:
-            async with asyncio.timeout(timeout):
-                for fut in futures:
-                    with contextlib.suppress(Exception):
-                        await fut
-        except TimeoutError:
-            pass
-        return sum(1 for fut in futures if fut.done() and not fut.cancelled())
+            await conn.ws.send(body, text=True)
+        except ConnectionClosed:
+            self._abandon(conn, key)
+            self._observe(calls, "connection lost", sent.started)
+            raise ConnectionLost(f"{self.chain}: connection to {conn.url} closed") from None
+        except BaseException:
+            self._abandon(conn, key)
+            raise
+        return sent
+
+    async def _collect(self, sent: _Sent, errors_in_place: bool) -> list[Any]:
+        """The answers to one message, in the order of its calls."""
+        calls = sent.calls
+        try:
+            answer = await sent.fut
+        except RpcError as exc:  # the node's error for a single request
+            self._observe(calls, f"error {exc.code}", sent.started)
+            if not errors_in_place:
+                raise
+            return [exc]
+        except ConnectionLost:
+            self._observe(calls, "connection lost", sent.started)
+            raise
+        except _Expired:
+            self._abandon(sent.conn, sent.key)
+            self._observe(calls, "timeout", sent.started)
+            raise RpcTimeout(
+                f"{self.chain}: {calls[0][0]} got no answer from {sent.conn.url} "
+                f"within {sent.timeout:g} s"
+            ) from None
+        except asyncio.CancelledError:
+            self._abandon(sent.conn, sent.key)
+            raise
+        if len(calls) == 1:
+            self._observe(calls, "ok", sent.started)
+            return [answer]
+        results: list[Any] = answer
+        if self._observed:
+            elapsed = self._clock() - sent.started
+            for (method, _), result in zip(calls, results, strict=True):
+                outcome = f"error {result.code}" if isinstance(result, RpcError) else "ok"
+                self._observer.request_done(method, outcome, elapsed)
+        if not errors_in_place:
+            for result in results:
+                if isinstance(result, RpcError):
+                    raise result
+        return results
+
+    def _observe(
+        self, calls: Sequence[tuple[str, list[Any]]], outcome: str, started: float
+    ) -> None:
+        if self._observed:
+            elapsed = self._clock() - started
+            for method, _ in calls:
+                self._observer.request_done(method, outcome, elapsed)
 
     @staticmethod
-    def _abandon(conn: _Connection, ids: list[int]) -> None:
-        for req_id in ids:
-            conn.framing.abandon(req_id)
-            fut = conn.pending.pop(req_id, None)
-            if fut is not None and not fut.done():
-                fut.cancel()
-            conn.subscribing.pop(req_id, None)
+    def _abandon(conn: _Connection, key: int) -> None:
+        conn.framing.abandon(key)
+        fut = conn.pending.pop(key, None)
+        if fut is not None and not fut.done():
+            fut.cancel()
+        conn.subscribing.pop(key, None)

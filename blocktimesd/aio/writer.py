@@ -135,8 +135,17 @@ if tuple(ROW_SCHEMA.names) != COLUMNS or tuple(REORG_SCHEMA.names) != tuple(
 ):  # pragma: no cover - a guard against rows.py and this file drifting apart
     raise RuntimeError("the Arrow schemas no longer match blocktimesd.core.rows")
 
+_CHAIN, _NUMBER, _TIMESTAMP = (
+    attrgetter("chain"),
+    attrgetter("block_number"),
+    attrgetter("timestamp_ms"),
+)
 LOCK_NAME = ".writer.lock"  # dot-prefixed: no dataset reader looks at it
 _BLOCK_SORTED = [pq.SortingColumn(1)]  # files are sorted by block_number
+# Block hashes are unique: a dictionary page for them costs CPU and makes files larger.
+_DICTIONARY_NOT_FOR = frozenset(
+    {"hash", "parent_hash", "consensus_block_hash", "old_tip_hash", "new_tip_hash"}
+)
 
 
 # -- items -------------------------------------------------------------------------------
@@ -186,12 +195,10 @@ class Flush:
         return self.done.__await__()
 
 
-Item: TypeAlias = (
-    Row | list[Row] | tuple[Row, ...] | ReorgRecord | Reconciliation | DeleteFrom | Flush
-)
+Item: TypeAlias = Row | list[Row] | ReorgRecord | Reconciliation | DeleteFrom | Flush
 
 
-_ITEM_TYPES = (Row, list, tuple, ReorgRecord, Reconciliation, DeleteFrom, Flush)
+_ITEM_TYPES = (Row, list, ReorgRecord, Reconciliation, DeleteFrom, Flush)
 
 
 class _Stop:
@@ -345,7 +352,13 @@ def _write_all(fd: int, data: bytes, offset: int) -> None:
 
 
 def _table(items: Sequence[Any], schema: Any) -> Any:
-    arrays = [pa.array(list(map(attrgetter(f.name), items)), type=f.type) for f in schema]
+    if not items:
+        return schema.empty_table()
+    if isinstance(items[0], tuple):  # rows: transpose them
+        columns: Any = zip(*items, strict=True)
+    else:
+        columns = (list(map(attrgetter(f.name), items)) for f in schema)
+    arrays = [pa.array(column, type=f.type) for column, f in zip(columns, schema, strict=True)]
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
@@ -356,6 +369,7 @@ def _encode(table: Any, row_group_rows: int) -> bytes:
         sink,
         row_group_size=row_group_rows,
         compression="zstd",
+        use_dictionary=[name for name in table.schema.names if name not in _DICTIONARY_NOT_FOR],
         sorting_columns=_BLOCK_SORTED if "block_number" in table.schema.names else None,
     )
     data: bytes = sink.getvalue().to_pybytes()
@@ -658,7 +672,7 @@ class ParquetWriter:
     def _handle(self, item: Item, now: float) -> None:
         if isinstance(item, Row):
             self._add_rows((item,), now)
-        elif isinstance(item, list | tuple):
+        elif isinstance(item, list):
             self._add_rows(item, now)
         elif isinstance(item, ReorgRecord):
             batches = self._reorgs.add(reorg_partition(item), item.new_tip_number, item, now)
@@ -675,6 +689,12 @@ class ParquetWriter:
 
     def _add_rows(self, rows: Sequence[Row], now: float) -> None:
         """Buffer rows, a run of the same chain and UTC day at a time (the hot path)."""
+        if not rows:
+            return
+        stamps = list(map(_TIMESTAMP, rows))
+        if min(stamps) // DAY_MS == max(stamps) // DAY_MS and len(set(map(_CHAIN, rows))) == 1:
+            self._add_run(rows, now)  # the usual case, without a loop in Python
+            return
         start, key = 0, None
         for at, row in enumerate(rows):
             here = (row.chain, row.timestamp_ms // DAY_MS)
@@ -687,7 +707,9 @@ class ParquetWriter:
 
     def _add_run(self, rows: Sequence[Row], now: float) -> None:
         partition = row_partition(rows[0])
-        batches = self._rows.extend(partition, [(row.block_number, row) for row in rows], now)
+        batches = self._rows.extend(
+            partition, list(zip(map(_NUMBER, rows), rows, strict=True)), now
+        )
         self._ops.extend(map(_WriteFile, batches))
 
     def _schedule(self, reason: RollReason) -> None:
@@ -861,7 +883,7 @@ class ParquetWriter:
             item = self._queue.get_nowait()
             if isinstance(item, Flush):
                 pending.append(item)
-            elif isinstance(item, Row | list | tuple):
+            elif isinstance(item, Row | list):
                 rows += 1 if isinstance(item, Row) else len(item)
         if rows:
             self._log.warning("writer: %d rows left in the queue were not written", rows)

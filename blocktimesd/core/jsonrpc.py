@@ -9,6 +9,7 @@ subscription notifications.  Serialisation is ``orjson`` in both directions.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,8 +23,10 @@ __all__ = [
     "INVALID_REQUEST",
     "METHOD_NOT_FOUND",
     "PARSE_ERROR",
+    "BatchResponse",
     "Call",
     "ClientFraming",
+    "Event",
     "Invalid",
     "Notification",
     "Response",
@@ -123,100 +126,158 @@ class Response:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchResponse:
+    """The answer to the batch whose first request is ``id``: one entry per call, in
+    the order of the calls; a node error stands in place as an :class:`RpcError`."""
+
+    id: int
+    results: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Notification:
     method: str
     subscription: str
     result: Any
 
 
+Event = Response | BatchResponse | Notification
+
+_SINGLE = 0  # in ClientFraming._open: a single request, not a batch
+
+
 class ClientFraming:
     """Numbers outgoing requests, remembers which are open, and classifies replies.
 
-    A reply to an id that was never sent is a protocol error; a reply to one the
-    caller gave up on (:meth:`abandon`) is dropped quietly.
+    A single request is answered by one response object; a batch (:meth:`batch`, ids
+    ``id .. id + n - 1``) by one array that answers every call of it, in any order
+    (JSON-RPC 2.0, section 6), delivered as one :class:`BatchResponse`.  A reply to an
+    id that was never sent, or an array that does not answer exactly one open batch, is
+    a protocol error; a reply to one the caller gave up on (:meth:`abandon`) is dropped
+    quietly.
     """
 
     _ABANDONED_KEPT = 4096  # late replies to timed-out requests we still recognise
 
     def __init__(self) -> None:
         self._next_id = 1
-        self._open: set[int] = set()
+        self._open: dict[int, int] = {}  # first id -> calls in the batch, or _SINGLE
         self._abandoned: dict[int, None] = {}  # insertion-ordered, bounded
 
     @property
     def open_requests(self) -> int:
+        """Messages awaiting an answer (a batch counts once)."""
         return len(self._open)
 
     def request(self, method: str, params: list[Any]) -> tuple[int, dict[str, Any]]:
         req_id = self._next_id
         self._next_id += 1
-        self._open.add(req_id)
+        self._open[req_id] = _SINGLE
         return req_id, {"jsonrpc": "2.0", "id": req_id, "method": method, "params": params}
+
+    def batch(self, calls: Sequence[tuple[str, list[Any]]]) -> tuple[int, list[dict[str, Any]]]:
+        """Number a batch of calls; returns its key (the first id) and the payload."""
+        if not calls:
+            raise ValueError("a batch needs at least one call")
+        first = self._next_id
+        self._next_id += len(calls)
+        self._open[first] = len(calls)
+        payload = [
+            {"jsonrpc": "2.0", "id": req_id, "method": method, "params": params}
+            for req_id, (method, params) in enumerate(calls, first)
+        ]
+        return first, payload
 
     def encode(self, payload: dict[str, Any] | list[dict[str, Any]]) -> bytes:
         return orjson.dumps(payload)
 
-    def abandon(self, req_id: int) -> None:
-        """Forget a request whose answer is no longer wanted (timed out, cancelled)."""
-        if req_id in self._open:
-            self._open.discard(req_id)
-            self._abandoned[req_id] = None
+    def abandon(self, key: int) -> None:
+        """Forget a request or batch whose answer is no longer wanted (timed out,
+        cancelled)."""
+        if self._open.pop(key, None) is not None:
+            self._abandoned[key] = None
             if len(self._abandoned) > self._ABANDONED_KEPT:
                 del self._abandoned[next(iter(self._abandoned))]
 
     def fail_all(self) -> list[int]:
-        """The connection is gone: every open request is lost.  Returns their ids."""
+        """The connection is gone: every open request is lost.  Returns their keys."""
         lost = sorted(self._open)
         self._open.clear()
         return lost
 
-    def receive(self, data: bytes | str) -> list[Response | Notification]:
+    def receive(self, data: bytes | str) -> list[Event]:
         """Parse one incoming message (single or batch) into events."""
         try:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
             raise ProtocolError(f"node sent invalid JSON: {exc}") from None
-        items = obj if isinstance(obj, list) else [obj]
-        events: list[Response | Notification] = []
+        if type(obj) is list:
+            return self._array(obj)
+        event = _event(obj)
+        if type(event) is Response:
+            if self._open.get(event.id) == _SINGLE:
+                del self._open[event.id]
+            elif event.id in self._abandoned:
+                del self._abandoned[event.id]
+                return []
+            else:
+                raise ProtocolError(f"node answered request {event.id}, which was never sent")
+        return [event]
+
+    def _array(self, items: list[Any]) -> list[Event]:
+        answers: dict[int, Any] = {}
+        events: list[Event] = []
         for item in items:
-            event = self._event(item)
-            if isinstance(event, Response):
-                if event.id in self._open:
-                    self._open.discard(event.id)
-                elif event.id in self._abandoned:
-                    del self._abandoned[event.id]
+            # The common case inline: {"jsonrpc": "2.0", "id": <int>, "result": ...}.
+            if type(item) is dict and item.get("jsonrpc") == "2.0":
+                req_id = item.get("id")
+                if type(req_id) is int and "result" in item:
+                    answers[req_id] = item["result"]
                     continue
-                else:
-                    raise ProtocolError(f"node answered request {event.id}, which was never sent")
-            events.append(event)
+            event = _event(item)
+            if type(event) is Response:
+                answers[event.id] = event.error if event.error is not None else event.result
+            else:
+                events.append(event)
+        if answers:
+            first = min(answers)
+            size = self._open.get(first)
+            if size and len(answers) == size and max(answers) == first + size - 1:
+                del self._open[first]
+                events.append(
+                    BatchResponse(first, [answers[i] for i in range(first, first + size)])
+                )
+            elif first in self._abandoned:
+                del self._abandoned[first]
+            else:
+                raise ProtocolError(
+                    f"node answered requests {first}..{max(answers)} ({len(answers)} answers), "
+                    "which do not form one open batch"
+                )
         return events
 
-    @staticmethod
-    def _event(obj: Any) -> Response | Notification:
-        if not isinstance(obj, dict) or obj.get("jsonrpc") != "2.0":
-            raise ProtocolError(f"not a JSON-RPC 2.0 message: {obj!r:.200}")
-        if "id" in obj and obj["id"] is not None:
-            req_id = obj["id"]
-            if not isinstance(req_id, int):
-                raise ProtocolError(f"response id {req_id!r} was never sent")
-            if "error" in obj:
-                err = obj["error"]
-                if not isinstance(err, dict) or not isinstance(err.get("code"), int):
-                    raise ProtocolError(f"malformed error object: {err!r:.200}")
-                return Response(
-                    req_id, None, RpcError(err["code"], str(err.get("message")), err.get("data"))
-                )
-            if "result" not in obj:
-                raise ProtocolError(f"response {req_id} has neither result nor error")
-            return Response(req_id, obj["result"])
-        params = obj.get("params")
-        if (
-            isinstance(obj.get("method"), str)
-            and isinstance(params, dict)
-            and "subscription" in params
-        ):
-            return Notification(obj["method"], str(params["subscription"]), params.get("result"))
+
+def _event(obj: Any) -> Response | Notification:
+    if not isinstance(obj, dict) or obj.get("jsonrpc") != "2.0":
+        raise ProtocolError(f"not a JSON-RPC 2.0 message: {obj!r:.200}")
+    if "id" in obj and obj["id"] is not None:
+        req_id = obj["id"]
+        if type(req_id) is not int:
+            raise ProtocolError(f"response id {req_id!r} was never sent")
         if "error" in obj:
             err = obj["error"]
-            raise RpcError(err.get("code", 0), str(err.get("message")), err.get("data"))
-        raise ProtocolError(f"unexpected message: {obj!r:.200}")
+            if not isinstance(err, dict) or not isinstance(err.get("code"), int):
+                raise ProtocolError(f"malformed error object: {err!r:.200}")
+            return Response(
+                req_id, None, RpcError(err["code"], str(err.get("message")), err.get("data"))
+            )
+        if "result" not in obj:
+            raise ProtocolError(f"response {req_id} has neither result nor error")
+        return Response(req_id, obj["result"])
+    params = obj.get("params")
+    if isinstance(obj.get("method"), str) and isinstance(params, dict) and "subscription" in params:
+        return Notification(obj["method"], str(params["subscription"]), params.get("result"))
+    if "error" in obj:
+        err = obj["error"]
+        raise RpcError(err.get("code", 0), str(err.get("message")), err.get("data"))
+    raise ProtocolError(f"unexpected message: {obj!r:.200}")

@@ -24,6 +24,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Generic, TypeVar
 
 from blocktimesd.core.rows import ReorgRecord, Row
@@ -183,6 +184,9 @@ class Batch(Generic[T]):
         return file_name(self.first, self.last, token)
 
 
+_FIRST, _SECOND = itemgetter(0), itemgetter(1)
+
+
 @dataclass(slots=True)
 class _Open(Generic[T]):
     partition: Partition
@@ -190,10 +194,10 @@ class _Open(Generic[T]):
     items: list[tuple[int, T]] = field(default_factory=list)
 
     def roll(self, reason: RollReason) -> Batch[T]:
-        ordered = sorted(self.items, key=lambda pair: pair[0])
+        ordered = sorted(self.items, key=_FIRST)
         return Batch(
             self.partition,
-            tuple(item for _, item in ordered),
+            tuple(map(_SECOND, ordered)),
             ordered[0][0],
             ordered[-1][0],
             reason,

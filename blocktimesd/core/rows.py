@@ -24,14 +24,16 @@ consensus_block_number             int64?    domain: number of ``consensus_block
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["COLUMNS", "ReorgRecord", "Row", "delta_ms"]
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
+class Row(NamedTuple):
+    """One canonical block.  A tuple: immutable, cheap to make by the million, and
+    its columns transpose with ``zip(*rows)``."""
+
     chain: str
     block_number: int
     hash: str
@@ -46,11 +48,8 @@ class Row:
     spec_version: int
     consensus_block_number: int | None
 
-    def values(self) -> tuple[Any, ...]:
-        return astuple(self)
 
-
-COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Row))
+COLUMNS: tuple[str, ...] = Row._fields
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from blocktimesd.aio.preflight import NodeExpectations, Preflight, check_history
-from blocktimesd.aio.rpc import RpcClient, RpcSettings, Subscription
+from blocktimesd.aio.rpc import RpcClient, RpcSettings, Subscription, _Slots
 from blocktimesd.devnet.app import Devnet
 from blocktimesd.devnet.params import ChainParams, FaultParams
 from blocktimesd.errors import (
@@ -208,3 +208,61 @@ async def test_out_of_order_answers_under_latency_jitter(devnet: Devnet) -> None
     for batch_size in (1, 5):
         async with RpcClient(settings(devnet, batch_size=batch_size), "consensus") as client:
             assert await client.call_many(calls) == [b.hash_hex for b in chain[1:50]]
+
+
+async def test_slots_cap_messages_first_come_first_served() -> None:
+    # The cap on messages in flight: a freed slot goes to the oldest live waiter; a
+    # waiter cancelled while queued is skipped, and one cancelled after being handed a
+    # slot passes it on, so no slot is ever lost.
+    slots = _Slots(2)
+    await slots.acquire()
+    await slots.acquire()
+    served: list[str] = []
+
+    async def waiter(name: str) -> None:
+        await slots.acquire()
+        served.append(name)
+
+    tasks = {name: asyncio.create_task(waiter(name)) for name in "abcde"}
+    await asyncio.sleep(0)
+    assert served == []
+    tasks["b"].cancel()
+    slots.release()
+    await asyncio.sleep(0)
+    assert served == ["a"]
+    slots.release()
+    await asyncio.sleep(0)
+    assert served == ["a", "c"]
+    slots.release()  # handed to d ...
+    tasks["d"].cancel()  # ... which is cancelled before it runs: e gets the slot
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert served == ["a", "c", "e"]
+    slots.release()  # c and e, the holders, leave: two slots, no more
+    slots.release()
+    await slots.acquire()
+    await slots.acquire()
+    third = asyncio.create_task(slots.acquire())
+    await asyncio.sleep(0)
+    assert not third.done()
+    third.cancel()
+
+
+async def test_call_many_abandons_what_it_still_awaits(devnet: Devnet) -> None:
+    # Cancelled while its messages are in flight: the slots come back, nothing is left
+    # waiting, and the connection goes on serving calls.
+    devnet.set_faults(latency_ms=200)
+    chain = devnet.network.consensus.canonical
+    calls = [("chain_getBlockHash", [b.number]) for b in chain[1:40]]
+    async with RpcClient(settings(devnet, max_inflight=4, batch_size=2), "consensus") as client:
+        await client.wait_ready(5)
+        task = asyncio.create_task(client.call_many(calls))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        devnet.set_faults(latency_ms=0)
+        assert await client.call_many(calls[:8]) == [b.hash_hex for b in chain[1:9]]
+        conn = client._conn
+        assert conn is not None
+        assert not conn.pending

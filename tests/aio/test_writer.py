@@ -223,7 +223,9 @@ async def test_rows_come_back_exactly_once_with_the_exact_schema(
     rows = [row(n) for n in range(1, 251)] + [row(n, "auto-evm") for n in range(1, 31)]
     await writer.put(rows[0])  # one at a time ...
     await writer.put(rows[1:200])  # ... or in lists
-    await writer.put(tuple(rows[200:]))
+    await writer.put(rows[200:])
+    with pytest.raises(TypeError, match="does not take tuple"):
+        await writer.put(tuple(rows[200:]))  # a tuple of rows is not a Row: refused
     await writer.flush()
     assert_exactly(tmp_path, rows)
     assert sorted(recorder.files) == sorted(

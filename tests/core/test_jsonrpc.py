@@ -72,21 +72,48 @@ def test_client_requests_are_numbered() -> None:
 
 def test_client_receive() -> None:
     framing = jsonrpc.ClientFraming()
-    framing.request("state_getStorage", [])
-    framing.request("state_getStorage", [])
-    events = framing.receive(
-        b'[{"jsonrpc":"2.0","id":1,"result":"0x01"},'
-        b'{"jsonrpc":"2.0","id":2,"error":{"code":4003,"message":"Client error: UnknownBlock"}}]'
+    key, payload = framing.batch([("state_getStorage", []), ("state_getStorage", ["0x"])])
+    assert key == 1
+    assert [p["id"] for p in payload] == [1, 2]
+    assert framing.open_requests == 1  # one message awaits one answer
+    # Answered in another order, as JSON-RPC 2.0 allows; delivered in the calls' order.
+    (reply,) = framing.receive(
+        b'[{"jsonrpc":"2.0","id":2,"error":{"code":4003,"message":"Client error: UnknownBlock"}},'
+        b'{"jsonrpc":"2.0","id":1,"result":"0x01"}]'
     )
-    assert events[0] == jsonrpc.Response(1, "0x01")
-    assert isinstance(events[1], jsonrpc.Response)
-    err = events[1].error
+    assert isinstance(reply, jsonrpc.BatchResponse)
+    assert reply.id == key
+    assert reply.results[0] == "0x01"
+    err = reply.results[1]
     assert isinstance(err, RpcError)
     assert (err.code, err.message) == (4003, "Client error: UnknownBlock")
+    assert framing.open_requests == 0
+    single, _ = framing.request("state_getStorage", [])
+    assert framing.receive(b'{"jsonrpc":"2.0","id":3,"result":null}') == [
+        jsonrpc.Response(single, None)
+    ]
     (note,) = framing.receive(
         b'{"jsonrpc":"2.0","method":"chain_newHead","params":{"subscription":"Ab12","result":{"number":"0x1"}}}'
     )
     assert note == jsonrpc.Notification("chain_newHead", "Ab12", {"number": "0x1"})
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        b'[{"jsonrpc":"2.0","id":1,"result":1}]',  # part of the batch
+        b'[{"jsonrpc":"2.0","id":1,"result":1},{"jsonrpc":"2.0","id":3,"result":3}]',
+        b'[{"jsonrpc":"2.0","id":1,"result":1},{"jsonrpc":"2.0","id":1,"result":1}]',
+        b'[{"jsonrpc":"2.0","id":1,"result":1},{"id":2,"result":2}]',
+        b'[{"jsonrpc":"2.0","id":1,"result":1},{"jsonrpc":"2.0","id":2}]',
+        b'{"jsonrpc":"2.0","id":1,"result":1}',  # a single answer to a batch
+    ],
+)
+def test_batch_answers_must_match_the_batch(message: bytes) -> None:
+    framing = jsonrpc.ClientFraming()
+    framing.batch([("a", []), ("b", [])])
+    with pytest.raises(ProtocolError):
+        framing.receive(message)
 
 
 @pytest.mark.parametrize(
@@ -108,18 +135,25 @@ def test_client_rejects_malformed(message: bytes) -> None:
 
 def test_replies_are_matched_to_open_requests() -> None:
     framing = jsonrpc.ClientFraming()
-    first, _ = framing.request("a", [])
-    second, _ = framing.request("b", [])
+    first, _ = framing.batch([("a", []), ("b", [])])
+    second, _ = framing.request("c", [])
     assert framing.open_requests == 2
     framing.abandon(first)
-    # A late answer to an abandoned request is dropped; the other is delivered.
-    events = framing.receive(
-        b'[{"jsonrpc":"2.0","id":1,"result":1},{"jsonrpc":"2.0","id":2,"result":2}]'
+    # A late answer to an abandoned batch is dropped; the other is delivered.
+    assert (
+        framing.receive(
+            b'[{"jsonrpc":"2.0","id":2,"result":2},{"jsonrpc":"2.0","id":1,"result":1}]'
+        )
+        == []
     )
-    assert events == [jsonrpc.Response(second, 2)]
+    assert framing.receive(b'{"jsonrpc":"2.0","id":3,"result":3}') == [jsonrpc.Response(second, 3)]
     assert framing.open_requests == 0
     with pytest.raises(ProtocolError, match="never sent"):
-        framing.receive(b'{"jsonrpc":"2.0","id":2,"result":2}')
-    third, _ = framing.request("c", [])
+        framing.receive(b'{"jsonrpc":"2.0","id":3,"result":3}')
+    with pytest.raises(ProtocolError, match="one open batch"):
+        framing.receive(
+            b'[{"jsonrpc":"2.0","id":1,"result":1},{"jsonrpc":"2.0","id":2,"result":2}]'
+        )
+    third, _ = framing.request("d", [])
     assert framing.fail_all() == [third]
     assert framing.open_requests == 0

@@ -126,9 +126,7 @@ async def test_rows_orphaned_while_stopped_are_repaired(tmp_path: Path) -> None:
         parent = rows[-1].hash
         for n in range(41, 46):
             fake = "0x" + bytes([n]).hex() * 32
-            rows.append(
-                dataclasses.replace(rows[-1], block_number=n, hash=fake, parent_hash=parent)
-            )
+            rows.append(rows[-1]._replace(block_number=n, hash=fake, parent_hash=parent))
             parent = fake
         writer = ParquetWriter(tmp_path)
         await writer.start()
