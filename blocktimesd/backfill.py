@@ -210,6 +210,7 @@ def _pruned(client: RpcClient, label: str, number: int, block_hash: str, exc: Rp
 # -- batch size ------------------------------------------------------------------------------
 
 _PROBE_CALLS = 4
+_FAST_ROUND_TRIP_S = 0.005
 _BATCH_BUDGET_S = 0.02  # the least time a batch's own calls may add to its round trip
 
 
@@ -228,16 +229,19 @@ async def choose_batch_size(
     largest = client.settings.batch_size
     if largest == 1:
         return 1
-    single = batch = float("inf")
-    for _ in range(2):
-        started = clock()
-        await client.call("chain_getBlockHash", 0)
-        single = min(single, clock() - started)
     probe = [("chain_getBlockHash", [0])] * _PROBE_CALLS
-    for _ in range(2):
+
+    async def timed(calls: list[tuple[str, list[Any]]]) -> float:
         started = clock()
-        await client.call_many(probe, batch_size=_PROBE_CALLS)
-        batch = min(batch, clock() - started)
+        await client.call_many(calls, batch_size=len(calls))
+        return clock() - started
+
+    single = await timed(probe[:1])
+    # A fast node's timings are close to the noise: take the best of a few.  A slow one
+    # is measured well enough at once, and each probe costs it many milliseconds.
+    samples = 3 if single < _FAST_ROUND_TRIP_S else 1
+    single = min([single] + [await timed(probe[:1]) for _ in range(samples - 1)])
+    batch = min([await timed(probe) for _ in range(samples)])
     per_call = max(batch - single, 0.0) / (_PROBE_CALLS - 1)
     budget = max(single, _BATCH_BUDGET_S)
     size = largest if per_call * largest <= budget else max(1, int(budget / per_call))
@@ -359,8 +363,16 @@ class Backfill:
             "storage by state_queryStorage ranges" if self.query_storage else "storage per block",
         )  # fmt: skip
         if missing:
-            await self._check_state(missing[0].first - 1)
-            runtime = await self.reader.check_runtime()
+            # Both start-up checks at once: on a distant node each round trip counts.
+            state = asyncio.ensure_future(self._check_state(missing[0].first - 1))
+            try:
+                runtime = await self.reader.check_runtime()
+                await state
+            finally:
+                if not state.done():
+                    state.cancel()
+                elif not state.cancelled():
+                    state.exception()  # seen, whichever check failed first
             self._keys = [to_hex(runtime.storage_key("Timestamp", "Now"))]
             if self.reader.kind is ChainKind.CONSENSUS:
                 self._keys += [

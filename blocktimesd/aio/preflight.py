@@ -76,7 +76,8 @@ class Preflight:
                 ("chain_getBlockHash", [0]),
                 ("state_getRuntimeVersion", []),
                 ("rpc_methods", []),
-            ]
+            ],
+            batch_size=1,  # pipelined: a node runs a batch's calls one after another
         )
         for result in results:
             if isinstance(result, RpcError):
