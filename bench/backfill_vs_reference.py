@@ -3,7 +3,9 @@ against the raw-fetch ceiling, on the same simulated network, at 0 and 50 ms lat
 
 For each latency one `blocktimesd devnet` process (--history blocks, --unsafe-rpc so
 that the state_queryStorage path can be measured too) serves the consensus chain, and
-each client runs in its own process, one after another:
+each client runs in its own process, one after another.  At 0 ms the whole history is
+backfilled (100,000 blocks by default: real backfills run to millions, so start-up and
+the last file weigh as little as they would there); under latency --blocks-latency.
 
 - blocktimesd: `blocktimesd backfill` of the consensus chain (bench/backfill_run.py),
   end to end (connect, preflight, metadata, rows, Parquet files), with storage read
@@ -22,7 +24,7 @@ ceiling that fetches the same).  With --memory-history N it also backfills N blo
 devnet with that much history; its build time is printed) and reports the backfill's
 peak RSS.
 
-    python bench/backfill_vs_reference.py [--history 20000] [--repeat 3]
+    python bench/backfill_vs_reference.py [--history 100000] [--repeat 3]
     python bench/backfill_vs_reference.py --latencies none --memory-history 1000000
 """
 
@@ -173,7 +175,7 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--history", type=int, default=20_000)
+    parser.add_argument("--history", type=int, default=100_000)
     parser.add_argument("--latencies", default="0,50", help="comma-separated ms, or none")
     parser.add_argument("--blocks-latency", type=int, default=10_000,
                         help="blocks backfilled under latency")  # fmt: skip

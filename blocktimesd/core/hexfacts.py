@@ -60,17 +60,33 @@ def digest_facts(logs: Sequence[str]) -> DigestFacts:
         raise DecodeError(f"digest logs {logs!r:.80}: not 0x-hex strings") from None
 
 
+# What follows "0x" in a log: DigestItem kind and engine id.
+_PRE, _CONSENSUS, _RGTR, _OTHER = range(4)
+_KINDS = {
+    _SUB_PRE[2:]: _PRE,
+    _SUB_CONSENSUS[2:]: _CONSENSUS,
+    _RGTR_PRE[2:]: _RGTR,
+    "055355425f": _OTHER,  # the SUB_ seal
+}
+
+
 def _scan(logs: Sequence[str], lowered: bool = False) -> DigestFacts:
     slot: int | None = None
     segments = 0
     updated = False
     rgtr: str | None = None
     for log in logs:
-        if log.startswith(_SUB_CONSENSUS):  # the most frequent engine item first
+        kind = _KINDS.get(log[2:_PAYLOAD])
+        if kind is None:
+            if log == _RUNTIME_UPDATED:
+                updated = True
+            elif not lowered and log[:_PAYLOAD] != log[:_PAYLOAD].lower():
+                return _scan([log.lower() for log in logs], True)  # upper-case hex: allowed
+        elif kind == _CONSENSUS:
             at = _payload_start(log)
             if log[at : at + 2] == "04":
                 segments += 1
-        elif log.startswith(_SUB_PRE):
+        elif kind == _PRE:
             if slot is None:
                 at = _payload_start(log)
                 if log[at : at + 2] == "00":  # V0; other versions are skipped
@@ -78,24 +94,23 @@ def _scan(logs: Sequence[str], lowered: bool = False) -> DigestFacts:
                     if len(raw) != 16:
                         raise DecodeError(f"SUB_ pre-digest {log[:40]!r}: too short for a slot")
                     slot = int.from_bytes(bytes.fromhex(raw), "little")
-        elif log.startswith(_RGTR_PRE):
-            if rgtr is None:
-                at = _payload_start(log)
-                if log[_PAYLOAD : _PAYLOAD + 2] != "80" or len(log) != at + 64:
-                    raise DecodeError(f"RGTR digest {log[:40]!r}: payload is not 32 bytes")
-                rgtr = "0x" + log[at:].lower()
-        elif log == _RUNTIME_UPDATED:
-            updated = True
-        elif not lowered and log[:_PAYLOAD] != log[:_PAYLOAD].lower():
-            return _scan([log.lower() for log in logs], True)  # upper-case hex: rare, allowed
-    return DigestFacts(slot, segments, updated, rgtr)
+        elif kind == _RGTR and rgtr is None:
+            at = _payload_start(log)
+            if log[_PAYLOAD : _PAYLOAD + 2] != "80" or len(log) != at + 64:
+                raise DecodeError(f"RGTR digest {log[:40]!r}: payload is not 32 bytes")
+            rgtr = "0x" + log[at:].lower()
+    return DigestFacts._make((slot, segments, updated, rgtr))  # the C constructor
 
 
 def timestamp(text: str | None) -> int | None:
     """``Timestamp.Now`` from its 0x-hex storage value (``None`` if absent)."""
-    data = _fast_bytes(text)
-    if data is not None and len(data) == 8:
-        return int.from_bytes(data, "little")
+    if type(text) is str and len(text) == 18 and text[:2] == "0x":
+        try:
+            data = bytes.fromhex(text[2:])
+        except ValueError:
+            data = b""
+        if len(data) == 8:  # fromhex skips spaces: "0x" + 16 characters may be fewer bytes
+            return int.from_bytes(data, "little")
     return decode.timestamp_from_storage(_bytes(text, "Timestamp.Now"))
 
 

@@ -130,7 +130,9 @@ def test_bundle_count_agrees_with_the_decoder(count: int, junk: bytes, cut: bool
     )
 
 
-@pytest.mark.parametrize("text", ["0x04" + "zz" * 32, "04" + "00" * 32, "0x0", "0x"])
+@pytest.mark.parametrize(
+    "text", ["0x04" + "zz" * 32, "04" + "00" * 32, "0x0", "0x", "0x00112233 4455 66"]
+)
 def test_storage_values_that_are_not_hex(text: str) -> None:
     for fact in (hexfacts.timestamp, hexfacts.bundle_count):
         with pytest.raises(DecodeError):
