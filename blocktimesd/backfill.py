@@ -30,6 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
@@ -68,6 +69,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+_FIRST, _SECOND = itemgetter(0), itemgetter(1)
 TIMESTAMP_NOW_KEY = "0xf0c365c3cf59d671eb72da0e7a4113c49f1f0515f462cdcf84e0f1d6045dfcbb"
 _DISCARDED = "State already discarded"
 
@@ -543,10 +545,8 @@ class Backfill:
             try:
                 changes = answer[0]["changes"] if answer else []
                 # The node lists the keys in the order asked; anything else is looked up.
-                if len(changes) == len(keys) and all(
-                    change[0] == key for change, key in zip(changes, keys, strict=True)
-                ):
-                    out.append([change[1] for change in changes])
+                if list(map(_FIRST, changes)) == keys:
+                    out.append(list(map(_SECOND, changes)))
                 else:
                     found = dict(changes)
                     out.append([found.get(key) for key in keys])

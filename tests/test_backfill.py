@@ -32,7 +32,7 @@ from blocktimesd.devnet.app import Devnet
 from blocktimesd.devnet.content import ConsensusFacts
 from blocktimesd.devnet.network import Network
 from blocktimesd.devnet.params import ChainParams, FaultParams
-from blocktimesd.errors import ConfigError, RpcError
+from blocktimesd.errors import ConfigError, ProtocolError, RpcError
 from tests.chopsticks import conftest as chopsticks
 from tests.daemon import row_of
 
@@ -330,3 +330,27 @@ async def test_batches_follow_how_long_the_node_takes_per_call() -> None:
             async with RpcClient(settings, "consensus") as client:
                 await client.wait_ready(5)
                 assert await choose_batch_size(client, "consensus") in expected
+
+
+def test_storage_answers_are_read_whatever_the_order_of_keys() -> None:
+    class Reader:
+        kind = ChainKind.CONSENSUS
+        client = RpcClient(RpcSettings(("ws://127.0.0.1:9",)), "consensus")  # never started
+
+    engine = Backfill(Reader(), "consensus", 0, None, Path("."))  # type: ignore[arg-type]
+    engine._keys = ["0xaa", "0xbb"]
+    answers = [
+        [{"block": "0x01", "changes": [["0xaa", "0x01"], ["0xbb", None]]}],
+        [{"block": "0x02", "changes": [["0xbb", "0x02"], ["0xaa", "0x03"]]}],
+        [{"block": "0x03", "changes": [["0xaa", "0x04"]]}],
+        [],
+    ]
+    values = engine._values([1, 2, 3, 4], ["0x01", "0x02", "0x03", "0x04"], answers)
+    assert [list(v) for v in values] == [
+        ["0x01", None],
+        ["0x03", "0x02"],
+        ["0x04", None],
+        [None, None],
+    ]
+    with pytest.raises(ProtocolError, match="state_queryStorageAt answered"):
+        engine._values([1], ["0x01"], [[{"block": "0x01"}]])
