@@ -26,6 +26,7 @@ from blocktimesd.aio.chain import ChainKind, ChainReader
 from blocktimesd.aio.preflight import Preflight
 from blocktimesd.aio.rpc import RpcClient, RpcSettings
 from blocktimesd.aio.writer import ParquetWriter, WriterSettings
+from blocktimesd.argtypes import non_negative, positive
 from blocktimesd.backfill import (
     Backfill,
     BackfillSettings,
@@ -94,8 +95,10 @@ def add_backfill_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start", required=True, metavar="N|DATETIME", help="first block")
     end = p.add_mutually_exclusive_group(required=True)
     end.add_argument("--end", metavar="M|DATETIME", help="last block (inclusive)")
-    end.add_argument("--count", type=_positive, metavar="C", help="number of blocks")
-    p.add_argument("--k", type=_natural, metavar="K", help="confirmation depth (default: K)")
+    end.add_argument("--count", type=positive(int), metavar="C", help="number of blocks")
+    p.add_argument(
+        "--k", type=non_negative(int), metavar="K", help="confirmation depth (default: K)"
+    )
     p.add_argument("--config", metavar="FILE", help="TOML configuration file")
     p.add_argument("--data", metavar="DIR", help="dataset directory (overrides DATA_DIR)")
     p.add_argument("--rpc", metavar="URL", help="ad-hoc chain: its WebSocket endpoint")
@@ -111,20 +114,20 @@ def add_backfill_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--max-inflight",
-        type=_positive,
+        type=positive(int),
         default=DEFAULT_MAX_INFLIGHT,
         help=f"requests in flight per connection (default: {DEFAULT_MAX_INFLIGHT})",
     )
     p.add_argument(
         "--batch-size",
-        type=_positive,
+        type=positive(int),
         default=DEFAULT_BATCH_SIZE,
         help=f"calls per JSON-RPC batch at most (default: {DEFAULT_BATCH_SIZE}); fewer when the "
         "node takes long per call, 1 for no batches",
     )
     p.add_argument(
         "--window",
-        type=_positive,
+        type=positive(int),
         default=DEFAULT_WINDOW,
         help=f"blocks held at a time (default: {DEFAULT_WINDOW})",
     )
@@ -135,23 +138,6 @@ def add_backfill_arguments(p: argparse.ArgumentParser) -> None:
         help="how storage values are read: per block, by state_queryStorage ranges (needs "
         "a node that allows unsafe RPC), or auto: ranges where allowed (default: auto)",
     )
-
-
-def _positive(text: str) -> int:
-    value = _natural(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
-    return value
-
-
-def _natural(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
-    return value
 
 
 # -- block numbers and date-times --------------------------------------------------------------

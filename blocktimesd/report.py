@@ -33,6 +33,7 @@ from typing import Any
 
 import duckdb
 
+from blocktimesd.argtypes import positive
 from blocktimesd.duck import (
     Table,
     add_dataset_arguments,
@@ -446,19 +447,6 @@ consensus block's: 0 on a healthy chain); missing block numbers; stalls. Times a
 exclusive. --format csv prints one section (--section, default windows)."""
 
 
-def _positive(kind: type[int] | type[float]) -> Any:
-    def parse(text: str) -> int | float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive: {text}")
-        return value
-
-    return parse
-
-
 def add_report_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "report",
@@ -478,25 +466,25 @@ def add_report_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         choices=SECTIONS,
         help="a section to print; repeat for several (default: all; csv: windows)",
     )
-    p.add_argument("--expected-block-ms", type=_positive(int), default=6000)
+    p.add_argument("--expected-block-ms", type=positive(int), default=6000)
     p.add_argument(
         "--outlier-factor",
-        type=_positive(float),
+        type=positive(float),
         default=3.0,
         help="outlier: delta > expected block time x this",
     )
     p.add_argument(
-        "--stall-seconds", type=_positive(float), default=60.0, help="stall: delta > this"
+        "--stall-seconds", type=positive(float), default=60.0, help="stall: delta > this"
     )
     p.add_argument(
         "--rolling",
-        type=_positive(int),
+        type=positive(int),
         metavar="N",
         help="windows in the rolling mean (default: 24 hourly, 7 daily)",
     )
     p.add_argument(
         "--top",
-        type=_positive(int),
+        type=positive(int),
         default=10,
         metavar="N",
         help="rows listed per chain in outliers, latency, gaps and stalls",

@@ -7,6 +7,7 @@ import asyncio
 import sys
 from typing import Any
 
+from blocktimesd.argtypes import non_negative
 from blocktimesd.devnet.app import Devnet
 from blocktimesd.devnet.params import ChainParams, FaultParams
 from blocktimesd.errors import ConfigError
@@ -23,28 +24,15 @@ line per chain is printed to stdout: 'consensus ws://HOST:PORT' and
 devnet_setFaults JSON-RPC method (see docs/devnet.md)."""
 
 
-def _non_negative(kind: type[float] | type[int]) -> Any:
-    def parse(text: str) -> float | int:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"must not be negative: {text}")
-        return value
-
-    return parse
-
-
 def _probability(text: str) -> float:
-    value = _non_negative(float)(text)
+    value = non_negative(float)(text)
     if value > 1:
         raise argparse.ArgumentTypeError(f"a probability is between 0 and 1, got {text}")
-    return float(value)
+    return value
 
 
 def _port(text: str) -> int:
-    value = int(_non_negative(int)(text))
+    value = non_negative(int)(text)
     if value > 65535:
         raise argparse.ArgumentTypeError(f"not a TCP port: {text}")
     return value
@@ -79,7 +67,7 @@ def add_devnet_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     chain.add_argument(
         "--history",
-        type=_non_negative(int),
+        type=non_negative(int),
         default=d.history,
         help="consensus blocks built before serving",
     )
@@ -91,7 +79,7 @@ def add_devnet_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     chain.add_argument(
         "--chain-stall-every",
-        type=_non_negative(float),
+        type=non_negative(float),
         default=d.stall_every_s,
         help="mean simulated seconds between ~1 minute block production stalls; 0 disables",
     )
@@ -103,7 +91,7 @@ def add_devnet_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     chain.add_argument(
         "--upgrade-at",
-        type=_non_negative(int),
+        type=non_negative(int),
         default=0,
         help="consensus height of a runtime upgrade of both runtimes (spec_version + 1, "
         "with changed call indices); 0 disables",
@@ -112,33 +100,33 @@ def add_devnet_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     faults = p.add_argument_group("faults (also settable at run time with devnet_setFaults)")
     faults.add_argument(
         "--latency-ms",
-        type=_non_negative(float),
+        type=non_negative(float),
         default=f.latency_ms,
         help="added to every call; calls in one batch run one after another",
     )
     faults.add_argument(
         "--latency-jitter-ms",
-        type=_non_negative(float),
+        type=non_negative(float),
         default=f.latency_jitter_ms,
         help="uniform random extra latency per call",
     )
     faults.add_argument(
         "--drop-connections-every",
-        type=_non_negative(float),
+        type=non_negative(float),
         metavar="S",
         default=f.drop_connections_every_s,
         help="cut every connection (no close frame) every S seconds; 0 disables",
     )
     faults.add_argument(
         "--stall-every",
-        type=_non_negative(float),
+        type=non_negative(float),
         metavar="S",
         default=f.stall_every_s,
         help="every S seconds stop answering and notifying for --stall-duration; 0 disables",
     )
     faults.add_argument(
         "--stall-duration",
-        type=_non_negative(float),
+        type=non_negative(float),
         metavar="S",
         default=f.stall_duration_s,
         help="length of each stall",
@@ -151,14 +139,14 @@ def add_devnet_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     faults.add_argument(
         "--prune-state",
-        type=_non_negative(int),
+        type=non_negative(int),
         metavar="N",
         default=f.prune_state,
         help="keep state of only the last N blocks, like a non-archive node; 0 keeps all",
     )
     faults.add_argument(
         "--prune-bodies",
-        type=_non_negative(int),
+        type=non_negative(int),
         metavar="N",
         default=f.prune_bodies,
         help="keep bodies of only the last N blocks; 0 keeps all",
@@ -168,7 +156,7 @@ def add_devnet_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     faults.add_argument(
         "--subscription-buffer",
-        type=_non_negative(int),
+        type=non_negative(int),
         default=f.subscription_buffer,
         help="notifications a lagging subscriber may owe before it is dropped silently",
     )

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
+from typing import Any
 
 import orjson
 import pytest
 from websockets.asyncio.client import connect
 
 from blocktimesd import __version__
+from blocktimesd.argtypes import non_negative, positive
 from blocktimesd.cli import main
 
 DEVNET_FLAGS = [
@@ -111,3 +114,20 @@ def test_port_in_use_is_a_usage_error() -> None:
     assert proc.returncode == 2
     assert f"cannot listen on 127.0.0.1 ports {port}/0" in err
     assert "choose other ports" in err
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "message"),
+    [
+        (positive(int), "0", "must be positive"),
+        (positive(float), "nan", "must be positive"),
+        (positive(int), "1.5", "not a whole number"),
+        (non_negative(float), "-0.5", "must not be negative"),
+        (non_negative(float), "x", "not a number"),
+    ],
+)
+def test_number_options_refuse_with_the_reason(kind: Any, text: str, message: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match=message):
+        kind(text)
+    assert positive(int)("3") == 3
+    assert non_negative(float)("0") == 0.0
