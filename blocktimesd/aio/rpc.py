@@ -21,7 +21,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
@@ -553,12 +552,13 @@ class RpcClient:
         except BaseException:
             self._inflight.release()
             raise
+        framing = conn.framing
         if len(calls) == 1:
-            key, payload = conn.framing.request(*calls[0])
-            body = orjson.dumps(payload)
+            key, payload = framing.request(*calls[0])
+            body = framing.encode(payload)
         else:
-            key, payloads = conn.framing.batch(calls)
-            body = orjson.dumps(payloads)
+            key, payloads = framing.batch(calls)
+            body = framing.encode(payloads)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         conn.pending[key] = fut
