@@ -1,32 +1,35 @@
 """The few facts a row needs, read straight from the hex a node sends.
 
-A backfill reads tens of thousands of headers per second; decoding every digest item
-(the consensus pre-digest carries a whole solution) would cost more than the rest of
-a row.  :func:`digest_facts` looks at the hex strings of ``header.digest.logs`` once and
-slices out only the bytes it needs; :func:`timestamp` and :func:`bundle_count` read
-storage values without converting them to bytes first.  The layouts are those of
-:mod:`blocktimesd.core.decode`, which they must agree with (the tests check both on
-the same random inputs); anything unusual goes through ``decode``, so errors read the
-same on both paths.
+A backfill reads tens of thousands of headers per second; building a :class:`Header`
+and decoding its digest items (the consensus pre-digest carries a whole solution) would
+cost more than the rest of a row.  :func:`digest_facts` converts each of
+``header.digest.logs`` with one ``bytes.fromhex`` and reads only the bytes it needs;
+:func:`timestamp` and :func:`bundle_count` read storage values the same way.
+
+They accept and refuse exactly what ``Header.from_json`` and the decoders of
+:mod:`blocktimesd.core.decode` accept and refuse (the tests check both on the same
+random and mutated inputs): every log must be 0x-hex and one whole digest item, whose
+payload length reaches exactly its end, whether or not a fact is read from it.  A log
+refused here is refused again by the byte decoder, so the error reads the same.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from blocktimesd.core import decode
-from blocktimesd.core.header import hex_to_bytes
+from blocktimesd.core.header import DigestItem, hex_to_bytes
+from blocktimesd.core.scale import decode_compact
 from blocktimesd.errors import DecodeError
 
 __all__ = ["DigestFacts", "bundle_count", "digest_facts", "timestamp"]
 
-# "0x" + DigestItem kind + engine id: PreRuntime SUB_, Consensus SUB_, PreRuntime RGTR.
-_SUB_PRE = "0x065355425f"
-_SUB_CONSENSUS = "0x045355425f"
-_RGTR_PRE = "0x0652475452"
-_RUNTIME_UPDATED = "0x08"
-_PAYLOAD = len(_SUB_PRE)  # hex offset of a payload's compact length
+# DigestItem kinds: Other (payload), Consensus, Seal, PreRuntime (engine id, payload),
+# RuntimeEnvironmentUpdated (nothing); and the engines whose items carry the facts.
+_OTHER, _CONSENSUS, _PRE_RUNTIME, _RUNTIME_UPDATED = 0, 4, 6, 8
+_SUB = b"SUB_"
+_RGTR = b"RGTR"
 
 
 class DigestFacts(NamedTuple):
@@ -36,70 +39,83 @@ class DigestFacts(NamedTuple):
     consensus_hash: str | None  # domain: the 0x-hex hash in the ``RGTR`` pre-runtime item
 
 
-_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
-# The second hex digit of a compact length's first byte holds its mode (low two bits):
-# the length takes 1, 2 or 4 bytes (2, 4 or 8 hex digits); mode 3 is absent.
-_WIDTH = {d: 2 << (int(d, 16) & 3) for d in _HEX_DIGITS if int(d, 16) & 3 != 3}
-
-
-def _payload_start(log: str) -> int:
-    """Hex offset of the payload of an item with an engine id (after its length)."""
-    width = _WIDTH.get(log[_PAYLOAD + 1 : _PAYLOAD + 2])
-    if width is None or log[_PAYLOAD : _PAYLOAD + 1] not in _HEX_DIGITS:
-        if log[_PAYLOAD + 1 : _PAYLOAD + 2] in _HEX_DIGITS and log[_PAYLOAD] in _HEX_DIGITS:
-            raise DecodeError(f"digest log {log[:40]!r}: payload length too large")
-        raise DecodeError(f"digest log {log[:40]!r}: no payload length")
-    return _PAYLOAD + width
-
-
 def digest_facts(logs: Sequence[str]) -> DigestFacts:
     """Every digest fact of a header, in one pass over its logs."""
-    try:
-        return _scan(logs)
-    except (AttributeError, TypeError, ValueError):
-        raise DecodeError(f"digest logs {logs!r:.80}: not 0x-hex strings") from None
-
-
-# What follows "0x" in a log: DigestItem kind and engine id.
-_PRE, _CONSENSUS, _RGTR, _OTHER = range(4)
-_KINDS = {
-    _SUB_PRE[2:]: _PRE,
-    _SUB_CONSENSUS[2:]: _CONSENSUS,
-    _RGTR_PRE[2:]: _RGTR,
-    "055355425f": _OTHER,  # the SUB_ seal
-}
-
-
-def _scan(logs: Sequence[str], lowered: bool = False) -> DigestFacts:
     slot: int | None = None
     segments = 0
     updated = False
     rgtr: str | None = None
-    for log in logs:
-        kind = _KINDS.get(log[2:_PAYLOAD])
-        if kind is None:
-            if log == _RUNTIME_UPDATED:
+    fromhex = bytes.fromhex
+    log: Any = logs
+    try:
+        for log in logs:
+            if log[:2] != "0x":
+                raise _refused(log)
+            data = fromhex(log[2:])  # validates the hex, as hex_to_bytes does
+            kind = data[0]
+            if 3 < kind < 7:  # Consensus, Seal, PreRuntime
+                # The payload's compact length must reach exactly the end of the item.
+                size = data[5]
+                if size & 3 == 0:
+                    size >>= 2
+                    at = 6
+                elif size & 3 == 1:  # the pre-digest and the seal
+                    size = (size | data[6] << 8) >> 2
+                    at = 7
+                else:
+                    size, at = _compact(data, 5, log)
+                if at + size != len(data):
+                    raise _refused(log)
+                if kind == _CONSENSUS:
+                    # the variant first: most Consensus items are not commitments
+                    if size and data[at] == 4 and data[1:5] == _SUB:  # SegmentCommitment
+                        segments += 1
+                elif kind == _PRE_RUNTIME:
+                    engine = data[1:5]
+                    if engine == _SUB:
+                        if slot is None and size and data[at] == 0:  # V0; others skipped
+                            if size < 9:
+                                raise DecodeError(
+                                    f"SUB_ pre-digest {log:.40}: {size} bytes, too short for a slot"
+                                )
+                            slot = int.from_bytes(data[at + 1 : at + 9], "little")
+                    elif engine == _RGTR and rgtr is None:
+                        if size != 32:
+                            raise DecodeError(f"RGTR digest {log:.40}: payload is not 32 bytes")
+                        rgtr = "0x" + data[at:].hex()
+            elif kind == _RUNTIME_UPDATED:
+                if len(data) != 1:
+                    raise _refused(log)
                 updated = True
-            elif not lowered and log[:_PAYLOAD] != log[:_PAYLOAD].lower():
-                return _scan([log.lower() for log in logs], True)  # upper-case hex: allowed
-        elif kind == _CONSENSUS:
-            at = _payload_start(log)
-            if log[at : at + 2] == "04":
-                segments += 1
-        elif kind == _PRE:
-            if slot is None:
-                at = _payload_start(log)
-                if log[at : at + 2] == "00":  # V0; other versions are skipped
-                    raw = log[at + 2 : at + 18]
-                    if len(raw) != 16:
-                        raise DecodeError(f"SUB_ pre-digest {log[:40]!r}: too short for a slot")
-                    slot = int.from_bytes(bytes.fromhex(raw), "little")
-        elif kind == _RGTR and rgtr is None:
-            at = _payload_start(log)
-            if log[_PAYLOAD : _PAYLOAD + 2] != "80" or len(log) != at + 64:
-                raise DecodeError(f"RGTR digest {log[:40]!r}: payload is not 32 bytes")
-            rgtr = "0x" + log[at:].lower()
+            elif kind == _OTHER:
+                size, at = _compact(data, 1, log)
+                if at + size != len(data):
+                    raise _refused(log)
+            else:
+                raise _refused(log)
+    except (IndexError, TypeError, ValueError):  # cut short, not a string, not hex
+        raise _refused(log) from None
     return DigestFacts._make((slot, segments, updated, rgtr))  # the C constructor
+
+
+def _compact(data: bytes, pos: int, log: str) -> tuple[int, int]:
+    """A payload length in a rarer form (4 or more bytes; Other items)."""
+    try:
+        return decode_compact(data, pos)
+    except DecodeError:
+        raise _refused(log) from None
+
+
+def _refused(log: Any) -> DecodeError:
+    """The byte decoder's own error for a log refused here (rare: off the fast path)."""
+    data: bytes | None = None
+    try:
+        data = hex_to_bytes(log, "digest log")
+        DigestItem.decode(data)
+    except DecodeError as exc:
+        return exc if data is None else DecodeError(f"digest log {log!r:.40}: {exc}")
+    # Not reached while the checks above agree with the byte decoder (the tests check).
+    return DecodeError(f"digest log {log!r:.40}: not one digest item")
 
 
 def timestamp(text: str | None) -> int | None:
