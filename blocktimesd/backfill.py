@@ -14,8 +14,17 @@ list of numbers), the header, and the storage values: ``Timestamp.Now`` with
 ``state_queryStorageAt`` on the consensus chain; when the node allows unsafe methods,
 ``state_queryStorage`` over a range of blocks instead.  Calls are pipelined (and
 batched, per :class:`RpcSettings`) under the client's in-flight cap.  Runtime versions
-are asked only at upgrades, as :class:`ChainReader` does.  Parent links are checked; a
-hash that a racing reorg discarded makes the window be fetched again by number.
+are asked only at upgrades, as :class:`ChainReader` does.
+
+Nothing a node says is written unchecked.  Every header must hash to the hash it was
+fetched by; every block must be its successor's parent, the last block of a window
+included (its successor is fetched with the window; the range ends at ``tip - K``, so
+there is one); a window must continue the rows written before it.  An answer that fails
+a check, or does not have the shape the protocol gives it, is a node fault
+(:func:`blocktimesd.errors.classify`): the window is fetched again, a bounded number of
+times with the :class:`RetryPolicy`'s delays, and then listed as failed, naming the
+chain, the endpoint and the block.  What cannot be checked (storage values) is written
+as the chain says; a timestamp no later than its parent's is logged and counted.
 
 Rows are formed as the follower forms them; domain rows name their consensus block
 (by the consensus node's header), or get a null and a reconciliation record.
@@ -28,11 +37,11 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
@@ -44,15 +53,20 @@ from blocktimesd.aio.writer import Reconciliation
 from blocktimesd.core import decode, hexfacts
 from blocktimesd.core.header import hex_to_bytes, to_hex
 from blocktimesd.core.ranges import Span, merge, runs, subtract, total, windows
+from blocktimesd.core.redact import redact_url
 from blocktimesd.core.rotation import ROWS, check_chain, parse_file_name
 from blocktimesd.core.rows import Row, delta_ms
 from blocktimesd.errors import (
     BlocktimesError,
+    ChainStopped,
     DecodeError,
-    ProtocolError,
+    HashMismatch,
+    MalformedAnswer,
+    NodeFault,
+    Outcome,
     PrunedNode,
+    RetryPolicy,
     RpcError,
-    is_retryable,
 )
 from blocktimesd.progress import Progress
 
@@ -62,6 +76,7 @@ __all__ = [
     "BackfillSink",
     "ChainResult",
     "ConsensusMap",
+    "best_number",
     "block_at_time",
     "choose_batch_size",
     "durable_runs",
@@ -72,6 +87,7 @@ log = logging.getLogger(__name__)
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
 TIMESTAMP_NOW_KEY = "0xf0c365c3cf59d671eb72da0e7a4113c49f1f0515f462cdcf84e0f1d6045dfcbb"
 _DISCARDED = "State already discarded"
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +95,9 @@ class BackfillSettings:
     window: int = 4096  # blocks turned into rows at a time
     blocks_per_task: int = 256  # numbers per chain_getBlockHash list (and state_queryStorage)
     lookahead: int = 3  # windows fetched at once, the oldest being written
-    attempts: int = 3  # fetches of a window before its blocks are reported as failed
-    retry_delay: float = 1.0
+    # Fetches of a window before its blocks are reported as failed, and tries of each
+    # start-up question (the tip, a date-time's block, the runtime) before the run ends.
+    attempts: int = 3
     query_storage: bool | None = None  # None: state_queryStorage when the node allows it
 
     def __post_init__(self) -> None:
@@ -105,10 +122,13 @@ class ChainResult:
     failed: tuple[Span, ...] = ()
     unresolved: int = 0  # domain rows without a consensus block number
     stopped_at: int | None = None  # domain: from here on the consensus source is not K deep
+    not_later: int = 0  # rows stamped no later than their parent (written as the chain says)
+    errors: tuple[str, ...] = ()  # why the failed blocks failed, one line per window
 
 
-class _Reorged(BlocktimesError):
-    """The hashes fetched by number no longer form one chain: fetch the window again."""
+class _Reorged(NodeFault):
+    """The blocks fetched by number no longer form one chain (a reorg raced the fetch, or
+    the node contradicts itself): fetch the window again."""
 
 
 class _Block(NamedTuple):
@@ -170,6 +190,59 @@ def durable_runs(data_dir: Path | str, chain: str, span: Span) -> list[Span]:
     return merge(clipped)
 
 
+# -- what a node answers ---------------------------------------------------------------------
+
+
+def shown(client: RpcClient) -> str:
+    """The endpoint that answers (between connections: the configured ones), as messages
+    may show it: without credentials."""
+    return client.shown_endpoint or ", ".join(map(redact_url, client.settings.endpoints))
+
+
+def _header(obj: Any) -> tuple[int, str, str, hexfacts.DigestFacts]:
+    """:func:`hexfacts.header_facts` of a node's answer; a malformed one is a node fault."""
+    try:
+        return hexfacts.header_facts(obj)
+    except DecodeError as exc:
+        raise MalformedAnswer(f"chain_getHeader answered {obj!r:.60}: {exc}") from None
+
+
+async def best_number(client: RpcClient) -> int:
+    """The number of the node's best block."""
+    return _header(await client.call("chain_getHeader"))[0]
+
+
+async def retrying(
+    call: Callable[[], Awaitable[_T]],
+    what: str,
+    client: RpcClient,
+    label: str,
+    retry: RetryPolicy,
+    attempts: int,
+) -> _T:
+    """``call()``, asked again after a node fault or a transient error (bounded: at most
+    ``attempts`` in all, with the policy's delays); then :class:`ChainStopped` saying
+    what failed, for which chain and where.  A fatal error is raised at once."""
+    delays = retry.delays()
+    attempt = 1
+    while True:
+        try:
+            return await call()
+        except BlocktimesError as exc:
+            if retry.classify(exc) is Outcome.FATAL:
+                raise
+            if attempt >= attempts:
+                raise ChainStopped(
+                    f"{label}: {what} failed {attempts} times ({shown(client)}): {exc}"
+                ) from exc
+            attempt += 1
+            log.warning(
+                "%s: %s failed (%s): %s; asking again (attempt %d of %d)",
+                label, what, shown(client), exc, attempt, attempts,
+            )  # fmt: skip
+            await asyncio.sleep(next(delays))
+
+
 # -- resolving date-times -------------------------------------------------------------------
 
 
@@ -177,11 +250,16 @@ async def _timestamp_at(client: RpcClient, number: int, label: str) -> int | Non
     block_hash = await client.call("chain_getBlockHash", number)
     if block_hash is None:
         return None
+    if not isinstance(block_hash, str):
+        raise MalformedAnswer(f"block {number}: chain_getBlockHash answered {block_hash!r:.80}")
     try:
         value = await client.call("state_getStorage", TIMESTAMP_NOW_KEY, block_hash)
     except RpcError as exc:
         raise _pruned(client, label, number, block_hash, exc) from None
-    return decode.timestamp_from_storage(None if value is None else hex_to_bytes(value))
+    try:
+        return decode.timestamp_from_storage(None if value is None else hex_to_bytes(value))
+    except DecodeError as exc:
+        raise MalformedAnswer(f"block {number} ({block_hash}): Timestamp.Now: {exc}") from None
 
 
 async def block_at_time(
@@ -203,8 +281,8 @@ async def block_at_time(
 def _pruned(client: RpcClient, label: str, number: int, block_hash: str, exc: RpcError) -> Any:
     if _DISCARDED in exc.message:
         return PrunedNode(
-            f"{label}: this node is pruned; use an archive node. {client.endpoint} no longer "
-            f"has the state of block {number} ({block_hash}): {exc.message}"
+            f"{label}: this node is pruned; use an archive node. {shown(client)} no longer has "
+            f"the state of block {number} ({block_hash}): {exc.message}"
         )
     return exc
 
@@ -268,7 +346,8 @@ class ConsensusMap:
     """Numbers of consensus blocks named by domain headers, read from the consensus node.
 
     A block counts only when it is on the node's canonical chain and at most
-    ``confirmed_tip`` (K deep); deeper checks are the follower's business.
+    ``confirmed_tip`` (K deep); deeper checks are the follower's business.  Its header
+    must hash to the hash the domain block names.
     """
 
     def __init__(self, client: RpcClient, confirmed_tip: int) -> None:
@@ -280,15 +359,31 @@ class ConsensusMap:
         headers = await self.client.call_many([("chain_getHeader", [h]) for h in unique])
         out: dict[str, _Mapped] = {}
         known: list[tuple[str, int]] = []
+        where = shown(self.client)
         for block_hash, header in zip(unique, headers, strict=True):
             if isinstance(header, RpcError):
                 raise header
             if header is None:
                 out[block_hash] = _Mapped(None, "the consensus node does not know the block")
-            else:
-                known.append((block_hash, int(header["number"], 16)))
+                continue
+            try:
+                number, computed, _, _ = _header(header)
+            except MalformedAnswer as exc:
+                raise MalformedAnswer(f"consensus block {block_hash} ({where}): {exc}") from None
+            if computed != block_hash.lower():
+                raise HashMismatch(
+                    f"consensus block {number} ({block_hash}, {where}): the node answered a "
+                    f"header that hashes to {computed}"
+                )
+            known.append((block_hash, number))
         if known:
-            canonical = await self.client.call("chain_getBlockHash", [n for _, n in known])
+            numbers = [n for _, n in known]
+            canonical = await self.client.call("chain_getBlockHash", numbers)
+            if not isinstance(canonical, list) or len(canonical) != len(numbers):
+                raise MalformedAnswer(
+                    f"consensus blocks {numbers[0]}..{numbers[-1]} ({where}): "
+                    f"chain_getBlockHash answered {canonical!r:.80}"
+                )
             for (block_hash, number), on_chain in zip(known, canonical, strict=True):
                 if number > self.confirmed_tip:
                     out[block_hash] = _Mapped(number, pending=True)
@@ -318,6 +413,7 @@ class Backfill:
         consensus: ConsensusMap | None = None,
         progress: Callable[[str, int], Progress] | None = None,
         wall_clock: Callable[[], float] = time.time,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.reader = reader
         self.client = reader.client
@@ -331,17 +427,32 @@ class Backfill:
         self.consensus = consensus
         self._progress = progress
         self._wall = wall_clock
+        self.retry = retry or RetryPolicy()
         self._keys: list[str] = []
         self._tip: _Tip | None = None
         self._failed: list[Span] = []
+        self._errors: list[str] = []
         self._written = 0
         self._unresolved = 0
+        self._not_later = 0
         self._stopped_at: int | None = None
         self._batch = self.client.settings.batch_size
 
+    async def _retrying(self, what: str, call: Callable[[], Awaitable[_T]]) -> _T:
+        return await retrying(
+            call, what, self.client, self.chain, self.retry, self.settings.attempts
+        )
+
     async def tip(self) -> int:
-        best = await self.client.call("chain_getHeader")
-        return int(best["number"], 16)
+        """The number of the node's best block."""
+        return await self._retrying("asking for the best block", lambda: best_number(self.client))
+
+    async def block_at(self, timestamp_ms: int, tip: int, *, end: bool) -> int:
+        """:func:`block_at_time` on this chain's node."""
+        return await self._retrying(
+            "finding the block of a date-time",
+            lambda: block_at_time(self.client, timestamp_ms, tip, self.chain, end=end),
+        )
 
     async def run(self, requested: Span) -> ChainResult:
         tip = await self.tip()
@@ -366,9 +477,14 @@ class Backfill:
         )  # fmt: skip
         if missing:
             # Both start-up checks at once: on a distant node each round trip counts.
-            state = asyncio.ensure_future(self._check_state(missing[0].first - 1))
+            state = asyncio.ensure_future(
+                self._retrying(
+                    "reading the state before the range",
+                    lambda: self._check_state(missing[0].first - 1),
+                )
+            )
             try:
-                runtime = await self.reader.check_runtime()
+                runtime = await self._retrying("reading the runtime", self.reader.check_runtime)
                 await state
             finally:
                 if not state.done():
@@ -381,7 +497,9 @@ class Backfill:
                     to_hex(runtime.storage_key("Domains", "SuccessfulBundles", domain))
                     for domain in self.reader.domain_ids
                 ]
-            self._batch = await choose_batch_size(self.client, self.chain)
+            self._batch = await self._retrying(
+                "timing the node", lambda: choose_batch_size(self.client, self.chain)
+            )
             progress = self._progress(self.chain, total(missing)) if self._progress else None
             await self._pipeline(missing, progress)
             if progress is not None:
@@ -394,6 +512,8 @@ class Backfill:
             failed=tuple(merge(self._failed)),
             unresolved=self._unresolved,
             stopped_at=self._stopped_at,
+            not_later=self._not_later,
+            errors=tuple(self._errors),
         )
 
     async def _check_state(self, number: int) -> None:
@@ -437,56 +557,88 @@ class Backfill:
                     await task
 
     async def _write_window(self, window: Span, fetched: list[_Block] | BaseException) -> bool:
-        """Turn one window into rows, fetching it again after a retryable failure;
-        False when the backfill must stop here (domain blocks not yet confirmable)."""
-        for attempt in range(1, self.settings.attempts + 1):
+        """Turn one window into rows, fetching it again after a node fault or a transient
+        error (at most ``attempts`` fetches, with the retry policy's delays), then listing
+        it as failed; a fatal error ends the run.  False when the backfill must stop here
+        (domain blocks not yet confirmable)."""
+        attempts = self.settings.attempts
+        delays = self.retry.delays()
+        attempt = 1
+        while True:
             try:
                 if isinstance(fetched, BaseException):
                     raise fetched
                 return await self._emit(window, fetched)
-            except PrunedNode:
-                raise
             except BlocktimesError as exc:
-                retry = isinstance(exc, _Reorged) or is_retryable(exc)
-                if not retry or attempt == self.settings.attempts:
-                    log.error("%s: blocks %s failed: %s", self.chain, window, exc)
+                if self.retry.classify(exc) is Outcome.FATAL:
+                    raise
+                if attempt >= attempts:
+                    error = (
+                        f"blocks {window} failed after {attempts} attempts "
+                        f"({shown(self.client)}): {exc}"
+                    )
+                    log.error("%s: %s", self.chain, error)
                     self._failed.append(window)
+                    self._errors.append(error)
                     self._tip = None
                     return True
+                attempt += 1
                 log.warning(
-                    "%s: blocks %s: %s; fetching them again (attempt %d of %d)",
-                    self.chain, window, exc, attempt + 1, self.settings.attempts,
+                    "%s: blocks %s (%s): %s; fetching them again (attempt %d of %d)",
+                    self.chain, window, shown(self.client), exc, attempt, attempts,
                 )  # fmt: skip
-                await asyncio.sleep(self.settings.retry_delay)
-                try:
-                    fetched = await self._fetch(window)
-                except PrunedNode:
-                    raise
-                except BlocktimesError as again:
-                    fetched = again
-        return True
+            await asyncio.sleep(next(delays))
+            try:
+                fetched = await self._fetch(window)
+            except BlocktimesError as again:
+                fetched = again
 
     # -- fetching ---------------------------------------------------------------------------------
 
     async def _fetch(self, window: Span) -> list[_Block]:
-        """The window's blocks and the parent of its first, in order of number."""
+        """The window's blocks, the parent of its first and the child of its last, in
+        order of number.  The child is what vouches for the last block (as each block
+        vouches for its parent); only the best block has none, and then the last block
+        must be the best block."""
         step = self.settings.blocks_per_task
-        first = window.first - 1
+        first, child = window.first - 1, window.last + 1
         tasks = [
-            self._fetch_chunk(n, min(n + step - 1, window.last))
-            for n in range(first, window.last + 1, step)
+            self._fetch_chunk(n, min(n + step - 1, child), successor=n + step > child)
+            for n in range(first, child + 1, step)
         ]
         chunks = await asyncio.gather(*tasks)
-        return [raw for chunk in chunks for raw in chunk]
+        blocks = [raw for chunk in chunks for raw in chunk]
+        if len(blocks) == window.count + 1:  # no child
+            await self._check_best(blocks[-1])
+        return blocks
 
-    async def _fetch_chunk(self, first: int, last: int) -> list[_Block]:
+    async def _check_best(self, block: _Block) -> None:
+        number, computed, _, _ = _header(await self.client.call("chain_getHeader"))
+        if (number, computed) != (block.number, block.hash):
+            raise _Reorged(
+                f"block {block.number + 1} is unknown, yet block {block.number} "
+                f"({block.hash}) is not the best block (#{number}, {computed})"
+            )
+
+    async def _fetch_chunk(self, first: int, last: int, *, successor: bool = False) -> list[_Block]:
+        """Blocks ``first``..``last``; with ``successor``, ``last`` may not exist yet."""
         numbers = list(range(first, last + 1))
         hashes = await self.client.call("chain_getBlockHash", numbers)
         if not isinstance(hashes, list) or len(hashes) != len(numbers):
-            raise ProtocolError(f"{self.chain}: chain_getBlockHash answered {hashes!r:.80}")
+            raise MalformedAnswer(
+                f"blocks {first}-{last}: chain_getBlockHash answered {hashes!r:.80}"
+            )
+        if successor and hashes[-1] is None:
+            del numbers[-1], hashes[-1]
+            if not numbers:
+                return []
         for number, block_hash in zip(numbers, hashes, strict=True):
-            if not isinstance(block_hash, str):
+            if block_hash is None:
                 raise _Reorged(f"the node does not know block {number} any more")
+            if not isinstance(block_hash, str):
+                raise MalformedAnswer(
+                    f"block {number}: chain_getBlockHash answered {block_hash!r:.80}"
+                )
         hashes = [h.lower() for h in hashes]  # as the rows and parent links spell them
         header_calls = [("chain_getHeader", [h]) for h in hashes]
         if self.query_storage:
@@ -501,25 +653,41 @@ class Backfill:
             headers = answers[: len(hashes)]
             values = self._values(numbers, hashes, answers[len(hashes) :])
         blocks: list[_Block] = []
+        new_tuple = tuple.__new__  # the C constructor: a backfill makes millions of tuples
+        header_facts, stamp, bundle_count = (
+            hexfacts.header_facts,
+            hexfacts.timestamp,
+            hexfacts.bundle_count,
+        )
         for number, block_hash, header, found in zip(numbers, hashes, headers, values, strict=True):
             if isinstance(header, RpcError):
                 raise header
             if header is None:
                 raise _Reorged(f"block {number} ({block_hash}) vanished from the node")
-            header_number, parent_hash, logs = _header_fields(header)
+            try:
+                header_number, computed, parent_hash, facts = header_facts(header)
+            except DecodeError as exc:
+                raise MalformedAnswer(
+                    f"block {number} ({block_hash}): chain_getHeader answered {header!r:.60}: {exc}"
+                ) from None
+            try:
+                timestamp = stamp(found[0])
+                bundles = sum(map(bundle_count, found[1:])) if len(found) > 1 else 0
+            except DecodeError as exc:
+                raise MalformedAnswer(f"block {number} ({block_hash}): storage: {exc}") from None
+            # Genesis is never a row, and block 1's own header vouches for its hash; some
+            # nodes (chopsticks) report a genesis hash that is not its header's.
+            if computed != block_hash and number:
+                raise HashMismatch(
+                    f"block {number} ({block_hash}): the node answered a header that hashes "
+                    f"to {computed}"
+                )
             if header_number != number:
                 raise _Reorged(f"block {block_hash} is block {header_number}, not {number}")
+            if timestamp is None and number:
+                raise MalformedAnswer(f"block {number} ({block_hash}): no Timestamp.Now")
             blocks.append(
-                _Block._make(  # the C constructor: a backfill makes millions
-                    (
-                        number,
-                        block_hash,
-                        parent_hash,
-                        hexfacts.timestamp(found[0]),
-                        hexfacts.digest_facts(logs),
-                        sum(map(hexfacts.bundle_count, found[1:])),
-                    )
-                )
+                new_tuple(_Block, (number, block_hash, parent_hash, timestamp, facts, bundles))
             )
         return blocks
 
@@ -551,9 +719,8 @@ class Backfill:
                     found = dict(changes)
                     out.append([found.get(key) for key in keys])
             except (KeyError, IndexError, TypeError, ValueError):
-                raise ProtocolError(
-                    f"{self.chain}: state_queryStorageAt answered {answer!r:.120} for block "
-                    f"{number}"
+                raise MalformedAnswer(
+                    f"block {number} ({block_hash}): state_queryStorageAt answered {answer!r:.120}"
                 ) from None
         return out
 
@@ -581,21 +748,33 @@ class Backfill:
                     values = tuple(map(current.__getitem__, keys))
                 out.append(values)  # unchanged values are shared with the previous block
         except (KeyError, TypeError, ValueError):
-            raise ProtocolError(
-                f"{self.chain}: state_queryStorage answered {sets!r:.120} for blocks "
-                f"{numbers[0]}-{numbers[-1]}"
+            raise MalformedAnswer(
+                f"blocks {numbers[0]}-{numbers[-1]}: state_queryStorage answered {sets!r:.120}"
             ) from None
         return out
 
     # -- rows ---------------------------------------------------------------------------------
 
     async def _emit(self, window: Span, fetched: list[_Block]) -> bool:
-        parent, blocks = fetched[0], fetched[1:]
+        parent, blocks = fetched[0], fetched[1 : window.count + 1]
+        last = blocks[-1]
+        if len(fetched) > window.count + 1:
+            child = fetched[-1]
+            if child.parent_hash != last.hash:
+                raise _Reorged(
+                    f"block {last.number} ({last.hash}) is not the parent of block "
+                    f"{child.number} ({child.hash}), whose parent is {child.parent_hash}"
+                )
         tip = self._tip
-        if tip is not None and tip.number == parent.number and tip.hash == parent.hash:
+        if tip is not None and tip.number == parent.number:
+            if tip.hash != parent.hash:
+                raise _Reorged(
+                    f"block {parent.number} is {parent.hash} now, but the row written for it "
+                    f"has {tip.hash}"
+                )
             child_spec = tip.child_spec
         else:
-            if self._written and (tip is None or tip.number != parent.number):
+            if self._written:
                 await self.sink.flush()  # a new run of blocks starts a new file
             runtime = await self.reader.runtime_at(hex_to_bytes(parent.hash, "hash"))
             check_runtime(runtime, self.reader.kind, self.chain)
@@ -608,11 +787,16 @@ class Backfill:
         chain = self.chain
         rows: list[Row] = []
         links: list[str | None] = []
+        not_later: list[tuple[int, str, int]] = []
+        new_tuple = tuple.__new__
         for number, block_hash, parent_hex, timestamp, facts, bundle_count in blocks:
             if parent_hex != parent_hash:
                 raise _Reorged(f"block {number} ({block_hash}) is not a child of {parent_hash}")
             if timestamp is None:
-                raise DecodeError(f"{chain}: block #{number} has no Timestamp.Now")
+                raise MalformedAnswer(f"block {number} ({block_hash}): no Timestamp.Now")
+            delta = delta_ms(timestamp, parent_ts)
+            if delta is not None and delta <= 0:
+                not_later.append((number, block_hash, delta))
             spec = child_spec
             if facts.runtime_updated:
                 runtime = await self.reader.runtime_at(hex_to_bytes(block_hash, "hash"))
@@ -625,20 +809,23 @@ class Backfill:
                 bundles = segments = None
             links.append(facts.consensus_hash)
             rows.append(
-                Row(
-                    chain,
-                    number,
-                    block_hash,
-                    parent_hash,
-                    timestamp,
-                    delta_ms(timestamp, parent_ts),
-                    now_ms,
-                    segments,
-                    bundles,
-                    None,  # consensus_block_hash: set by _map
-                    facts.slot if consensus else None,
-                    spec,
-                    None,  # consensus_block_number: set by _map
+                new_tuple(  # Row, by the C constructor
+                    Row,
+                    (
+                        chain,
+                        number,
+                        block_hash,
+                        parent_hash,
+                        timestamp,
+                        delta,
+                        now_ms,
+                        segments,
+                        bundles,
+                        None,  # consensus_block_hash: set by _map
+                        facts.slot if consensus else None,
+                        spec,
+                        None,  # consensus_block_number: set by _map
+                    ),
                 )
             )
             parent_hash, parent_ts = block_hash, timestamp
@@ -648,9 +835,22 @@ class Backfill:
         if rows:
             await self.sink.put(rows)
             self._written += len(rows)
-            last = rows[-1]
-            self._tip = _Tip(last.block_number, last.hash, last.timestamp_ms, child_spec)
+            row = rows[-1]
+            self._tip = _Tip(row.block_number, row.hash, row.timestamp_ms, child_spec)
+            if not_later:
+                self._warn_not_later(not_later, row.block_number)
         return complete
+
+    def _warn_not_later(self, blocks: list[tuple[int, str, int]], written_to: int) -> None:
+        """Timestamps no later than the parent's are the chain's word, and written as
+        such; the operator hears of each, and the run counts them."""
+        for number, block_hash, delta in blocks:
+            if number <= written_to:
+                self._not_later += 1
+                log.warning(
+                    "%s: block %d (%s) is stamped %d ms after its parent, not later than "
+                    "it; written as the chain says", self.chain, number, block_hash, delta,
+                )  # fmt: skip
 
     async def _map(
         self, rows: list[Row], hexes: list[str | None], now_ms: int
@@ -683,17 +883,6 @@ class Backfill:
                 await self.sink.put(Reconciliation(self.chain, record))
             out.append(_with_consensus(row, source if found.reason is None else None, found.number))
         return out, True
-
-
-def _header_fields(obj: Any) -> tuple[int, str, list[str]]:
-    """A header's number, parent hash and digest logs, as the node sent them."""
-    try:
-        number, parent, logs = int(obj["number"], 16), obj["parentHash"], obj["digest"]["logs"]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DecodeError(f"header: missing or malformed field {exc}") from None
-    if not isinstance(parent, str) or not isinstance(logs, list):
-        raise DecodeError("header: parentHash or digest.logs has the wrong type")
-    return number, parent.lower(), logs
 
 
 def _with_consensus(row: Row, source: str | None, number: int | None) -> Row:

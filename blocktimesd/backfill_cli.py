@@ -32,11 +32,12 @@ from blocktimesd.backfill import (
     BackfillSettings,
     ChainResult,
     ConsensusMap,
-    block_at_time,
+    best_number,
+    retrying,
 )
-from blocktimesd.config import MAINNET, ChainConfig, Config, load_config
+from blocktimesd.config import ChainConfig, Config, command_line_chain, load_config
 from blocktimesd.core.ranges import Span, describe
-from blocktimesd.errors import BlocktimesError, ConfigError
+from blocktimesd.errors import BlocktimesError, ConfigError, RetryPolicy
 from blocktimesd.progress import Progress
 
 __all__ = [
@@ -60,7 +61,6 @@ DEFAULT_WINDOW = 4096
 MAX_ROWS_PER_FILE = 50_000  # rows held in memory per chain until their file is written
 CONNECT_WAIT_S = 60.0
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-_GENERIC_K = 100
 _GC_GEN0 = 50_000  # allocations between young collections during a backfill
 
 _DESCRIPTION = """\
@@ -167,6 +167,17 @@ def parse_point(text: str, what: str) -> Point:
     return Point(time_ms=int(moment.timestamp() * 1000))
 
 
+def range_problem(start: Point, end: Point) -> tuple[str, str] | None:
+    """Why no block can lie from ``start`` to ``end``, when that is known without asking
+    a node (both block numbers, or both date-times): how the end stands to the start, and
+    where it must be; None otherwise."""
+    if start.block is not None and end.block is not None and end.block < start.block:
+        return "below", "at or after"  # an end block is inclusive
+    if start.time_ms is not None and end.time_ms is not None and end.time_ms <= start.time_ms:
+        return "not after", "after"  # an end date-time is exclusive
+    return None
+
+
 def backfill_args_from_range(text: str, argv_rest: Sequence[str] = ()) -> list[str]:
     """The ``backfill`` argv equivalent to ``--backfill-range N:M`` plus ``argv_rest``.
 
@@ -177,10 +188,16 @@ def backfill_args_from_range(text: str, argv_rest: Sequence[str] = ()) -> list[s
     for at in (i for i, c in enumerate(text) if c == ":"):
         start, end = text[:at], text[at + 1 :]
         try:
-            parse_point(start, "--backfill-range")
-            parse_point(end, "--backfill-range")
+            problem = range_problem(
+                parse_point(start, "--backfill-range"), parse_point(end, "--backfill-range")
+            )
         except ConfigError:
             continue
+        if problem is not None:
+            raise ConfigError(
+                f"--backfill-range {text}: the end {end} is {problem[0]} the start {start}; "
+                f"give START:END with END {problem[1]} START, e.g. 1000:2000"
+            )
         return ["backfill", "--start", start, "--end", end, *argv_rest]
     raise ConfigError(
         f"--backfill-range: {text!r} is not START:END; give e.g. 1000:2000 or "
@@ -216,12 +233,25 @@ def _jobs(args: argparse.Namespace, config: Config) -> list[_Job]:
         if args.chain == "all":
             raise ConfigError("--rpc: name the ad-hoc chain with --chain NAME")
         kind = ChainKind(args.kind or ChainKind.GENERIC.value)
-        mainnet = MAINNET.get(kind)
-        k = args.k if args.k is not None else mainnet.k if mainnet else _GENERIC_K
-        chain = ChainConfig(args.chain, kind, (args.rpc,), k, domain_ids=(0,))
+        if args.consensus_rpc is not None and kind is not ChainKind.AUTO_EVM:
+            raise ConfigError(
+                "--consensus-rpc: only an auto-evm chain has consensus blocks to number; "
+                "leave it out, or give --kind auto-evm"
+            )
+        # The rules and defaults of a [[chains]] table: name, endpoint, depth, domains.
+        chain = command_line_chain(args.chain, kind, args.rpc)
+        if args.k is not None:
+            chain = dataclasses.replace(chain, k=args.k)
         consensus = None
         if args.consensus_rpc is not None:
-            consensus = ChainConfig("consensus", ChainKind.CONSENSUS, (args.consensus_rpc,), 100)
+            consensus = command_line_chain(
+                ChainKind.CONSENSUS.value,
+                ChainKind.CONSENSUS,
+                args.consensus_rpc,
+                endpoint_flag="--consensus-rpc",
+            )
+            if args.k is not None:
+                consensus = dataclasses.replace(consensus, k=args.k)
         return [_Job(chain, consensus)]
     if args.kind is not None or args.consensus_rpc is not None:
         raise ConfigError("--kind and --consensus-rpc describe an ad-hoc chain: add --rpc URL")
@@ -252,6 +282,7 @@ class _Run:
         self.config = config
         self.data_dir = Path(args.data) if args.data else config.data_dir
         self.clients: list[RpcClient] = []
+        self.retry = RetryPolicy()
 
     def settings(self, chain: ChainConfig) -> RpcSettings:
         return RpcSettings(
@@ -269,12 +300,13 @@ class _Run:
         await client.start(wait=CONNECT_WAIT_S)
         return client, preflight
 
-    async def span(self, client: RpcClient, label: str, tip: int) -> Span:
+    async def span(self, engine: Backfill, label: str, tip: int) -> Span | None:
+        """The blocks asked for (None: none lies between two date-times)."""
         start = parse_point(self.args.start, "--start")
         first = start.block
         if first is None:
             assert start.time_ms is not None
-            first = await block_at_time(client, start.time_ms, tip, label, end=False)
+            first = await engine.block_at(start.time_ms, tip, end=False)
             log.info("%s: --start %s is block %d", label, self.args.start, first)
         if self.args.count is not None:
             return Span(first, first + self.args.count - 1)
@@ -282,13 +314,14 @@ class _Run:
         last = end.block
         if last is None:
             assert end.time_ms is not None
-            last = await block_at_time(client, end.time_ms, tip, label, end=True)
+            last = await engine.block_at(end.time_ms, tip, end=True)
             log.info("%s: --end %s is block %d", label, self.args.end, last)
-        if last < first:
-            if end.block is not None and start.block is not None:
-                raise ConfigError(f"--end {last} is below --start {first}")
-            log.warning("%s: no block lies between --start and --end", label)
-            return Span(first, first)  # a single block; clamped away if not confirmable
+        if last < first:  # a date-time was involved: numbers alone were checked before
+            log.warning(
+                "%s: no block lies from --start %s (block %d) to --end %s (block %d)",
+                label, self.args.start, first, self.args.end, last,
+            )  # fmt: skip
+            return None
         return Span(first, last)
 
     async def chain(self, job: _Job, writer: ParquetWriter) -> ChainResult:
@@ -296,31 +329,41 @@ class _Run:
         client, preflight = await self.connect(chain)
         assert preflight.info is not None
         reader = ChainReader(client, chain.kind, chain.name, chain.domain_ids or (0,))
+        settings = BackfillSettings(
+            window=self.args.window,
+            query_storage=None if self.args.storage == "auto" else self.args.storage == "range",
+        )
         consensus = None
         if job.consensus is not None:
             consensus_client, _ = await self.connect(job.consensus)
-            best = await consensus_client.call("chain_getHeader")
-            consensus = ConsensusMap(consensus_client, int(best["number"], 16) - job.consensus.k)
-        storage = self.args.storage
+            best = await retrying(
+                lambda: best_number(consensus_client),
+                "asking for the best block",
+                consensus_client,
+                job.consensus.name,
+                self.retry,
+                settings.attempts,
+            )
+            consensus = ConsensusMap(consensus_client, best - job.consensus.k)
         engine = Backfill(
             reader,
             chain.name,
             chain.k,
             writer,
             self.data_dir,
-            settings=BackfillSettings(
-                window=self.args.window,
-                query_storage=None if storage == "auto" else storage == "range",
-            ),
+            settings=settings,
             unsafe_allowed=preflight.info.unsafe_allowed,
             consensus=consensus,
             progress=_progress,
+            retry=self.retry,
         )
-        if storage == "range" and not preflight.info.unsafe_allowed:
+        if self.args.storage == "range" and not preflight.info.unsafe_allowed:
             log.warning(
                 "%s: the node denies state_queryStorage; reading storage per block", chain.name
             )
-        span = await self.span(client, chain.name, await engine.tip())
+        span = await self.span(engine, chain.name, await engine.tip())
+        if span is None:
+            return ChainResult(chain.name, None)
         return await engine.run(span)
 
     async def close(self) -> None:
@@ -334,12 +377,18 @@ def _progress(label: str, total: int) -> Progress:
 
 async def run_backfill(args: argparse.Namespace) -> int:
     """Run the ``backfill`` subcommand; returns the exit code (see the module docstring)."""
+    # Everything that needs no node is checked before connecting to one.
     try:
         config = load_config(args.config, os.environ, {"data_dir": args.data})
         jobs = _jobs(args, config)
-        parse_point(args.start, "--start")
+        start = parse_point(args.start, "--start")
         if args.end is not None:
-            parse_point(args.end, "--end")
+            problem = range_problem(start, parse_point(args.end, "--end"))
+            if problem is not None:
+                raise ConfigError(
+                    f"--end {args.end} is {problem[0]} --start {args.start}; give an --end "
+                    f"{problem[1]} --start"
+                )
     except ConfigError as exc:
         print(f"blocktimesd backfill: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -411,15 +460,24 @@ async def _run_backfill(args: argparse.Namespace, config: Config, jobs: list[_Jo
 def summary(result: ChainResult) -> str:
     """One line per chain for the end of a run."""
     if result.span is None:
-        return f"{result.chain}: nothing to backfill below the tip minus K"
+        return f"{result.chain}: nothing to backfill (see the warning above)"
     text = (
         f"{result.chain}: blocks {result.span}: {result.written} rows written, "
         f"{result.skipped} already in the dataset"
     )
     if result.unresolved:
         text += f", {result.unresolved} without a consensus block (see reconciliation/)"
+    if result.not_later:
+        many = result.not_later != 1
+        text += (
+            f", {result.not_later} block{'s' if many else ''} stamped no later than "
+            f"{'their' if many else 'its'} parent (written as the chain says; see the warnings)"
+        )
     if result.stopped_at is not None:
         text += f"; stopped at {result.stopped_at} (its consensus block is not K deep yet)"
     if result.failed:
         text += f"; FAILED blocks: {describe(result.failed)} (run again to retry them)"
+        if result.errors:
+            more = len(result.errors) - 1
+            text += f": {result.errors[0]}" + (f" (and {more} more, logged)" if more else "")
     return text

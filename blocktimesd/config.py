@@ -17,12 +17,16 @@ mainnet check, and gets none.  ``expected_chain_name = ""`` switches a check off
 
 Validation collects every problem and raises one :class:`ConfigError` listing them,
 one per line, each naming the setting as the user wrote it, the bad value and the fix.
-``docs/runbook/config.md`` lists every setting and message.
+An endpoint URL in a message is shown without its credentials
+(:func:`~blocktimesd.core.redact.redact_url`).  ``docs/runbook/config.md`` lists
+every setting and message.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import ipaddress
 import math
 import os
 import re
@@ -36,6 +40,7 @@ from urllib.parse import urlsplit
 from blocktimesd.aio.chain import ChainKind
 from blocktimesd.aio.preflight import NodeExpectations
 from blocktimesd.aio.rpc import RpcSettings
+from blocktimesd.core.redact import redact_url
 from blocktimesd.errors import ConfigError
 
 __all__ = [
@@ -46,6 +51,7 @@ __all__ = [
     "MainnetChain",
     "MetricsAddr",
     "build_config",
+    "command_line_chain",
     "load_config",
 ]
 
@@ -75,6 +81,10 @@ MAINNET: Mapping[ChainKind, MainnetChain] = {
     ),
 }
 _GENERIC_K = 100  # a generic chain has no mainnet entry; be as careful as on consensus
+# A row is written only once k blocks are built on its block, and the k unconfirmed
+# blocks are held in memory: 100,000 is about a week of consensus blocks.
+_MAX_K = 100_000
+_MAX_K_WHY = "a block would wait for over 100000 blocks (about a week) to be written"
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,40 +156,69 @@ class _Invalid(Exception):
 _Parser = Callable[[Any], Any]
 
 
-def _whole(minimum: int) -> _Parser:
-    def parse(value: Any) -> int:
+@dataclass(frozen=True, slots=True)
+class _Whole:
+    """A whole number from ``minimum`` to ``maximum`` (``why_maximum`` says why).  Text
+    is parsed where settings are text (environment, command line); a TOML file has
+    numbers, so ``text=False`` refuses a quoted one there."""
+
+    minimum: int
+    maximum: int | None = None
+    why_maximum: str = ""
+    text: bool = True
+
+    def __call__(self, value: Any) -> int:
         number: int | None = None
         if isinstance(value, int) and not isinstance(value, bool):
             number = value
         elif isinstance(value, str):
             with contextlib.suppress(ValueError):
                 number = int(value.strip())
+            if number is not None and not self.text:
+                raise _Invalid((value, "is a string, not a whole number (remove the quotes)"))
         if number is None:
             raise _Invalid((value, "is not a whole number"))
-        if number < minimum:
-            raise _Invalid((value, f"is below the minimum of {minimum}"))
+        if number < self.minimum:
+            raise _Invalid((value, f"is below the minimum of {self.minimum}"))
+        if self.maximum is not None and number > self.maximum:
+            why = f": {self.why_maximum}" if self.why_maximum else ""
+            raise _Invalid((value, f"is above the maximum of {self.maximum}{why}"))
         return number
 
-    return parse
 
+@dataclass(frozen=True, slots=True)
+class _Number:
+    """A finite number, at least (or, with ``above``, more than) ``minimum``; text as in
+    :class:`_Whole`."""
 
-def _number(minimum: float, *, above: bool) -> _Parser:
-    def parse(value: Any) -> float:
+    minimum: float
+    above: bool
+    text: bool = True
+
+    def __call__(self, value: Any) -> float:
         number: float | None = None
         if isinstance(value, int | float) and not isinstance(value, bool):
             number = float(value)
         elif isinstance(value, str):
             with contextlib.suppress(ValueError):
                 number = float(value.strip())
+            if number is not None and math.isfinite(number) and not self.text:
+                raise _Invalid((value, "is a string, not a number (remove the quotes)"))
         if number is None or not math.isfinite(number):
             raise _Invalid((value, "is not a number"))
-        if above and number <= minimum:
-            raise _Invalid((value, f"is not above {minimum:g}"))
-        if number < minimum:
-            raise _Invalid((value, f"is below the minimum of {minimum:g}"))
+        if self.above and number <= self.minimum:
+            raise _Invalid((value, f"is not above {self.minimum:g}"))
+        if number < self.minimum:
+            raise _Invalid((value, f"is below the minimum of {self.minimum:g}"))
         return number
 
-    return parse
+
+def _whole(minimum: int, maximum: int | None = None, why_maximum: str = "") -> _Whole:
+    return _Whole(minimum, maximum, why_maximum)
+
+
+def _number(minimum: float, *, above: bool) -> _Number:
+    return _Number(minimum, above)
 
 
 def _directory(value: Any) -> Path:
@@ -192,12 +231,36 @@ def _directory(value: Any) -> Path:
     return Path(value.strip())
 
 
+_BAD_HOST = (
+    "has a host that is neither an IP address nor a DNS name (labels of 1 to 63 "
+    "characters, 253 in all)"
+)
+_LABEL = re.compile(r"[A-Za-z0-9_-]{1,63}\Z")
+
+
+def _valid_host(host: str) -> bool:
+    """An IP address, or a name the resolver accepts: IDNA-encodable, in labels of 1 to
+    63 characters, 253 in all.  Anything else fails later, inside the socket layer,
+    with an error that does not name the setting."""
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(host)
+        return True
+    try:
+        name = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return False
+    name = name.removesuffix(".")
+    return 0 < len(name) <= 253 and all(_LABEL.match(label) for label in name.split("."))
+
+
 def _metrics_addr(value: Any) -> MetricsAddr:
     if isinstance(value, str):
         host, _, port = value.strip().rpartition(":")
         if host.startswith("[") and host.endswith("]"):
             host = host[1:-1]
         if host and port.isdigit() and int(port) <= 65535:
+            if not _valid_host(host):
+                raise _Invalid((value, _BAD_HOST))
             return MetricsAddr(host, int(port))
     raise _Invalid((value, "is not host:port with a port from 0 to 65535"))
 
@@ -213,21 +276,37 @@ def _endpoints(value: Any) -> tuple[str, ...]:
     urls = [url for url in urls if url != ""]
     if not urls:
         raise _Invalid((value, "lists no endpoints"))
-    bad = [(url, "is not a ws:// or wss:// URL") for url in urls if not _is_ws_url(url)]
+    bad = [(_shown(url), problem) for url in urls if (problem := _ws_url_problem(url))]
     if bad:
         raise _Invalid(*bad)
     return tuple(urls)
 
 
-def _is_ws_url(url: Any) -> bool:
+def _ws_url_problem(url: Any) -> str | None:
+    """What is wrong with an endpoint URL, or None."""
     if not isinstance(url, str) or any(c.isspace() for c in url):
-        return False
+        return "is not a ws:// or wss:// URL"
     try:
         parts = urlsplit(url)
-        _ = parts.port  # raises on a port that is not a number
+        port = parts.port  # raises on a port that is not a number from 0 to 65535
     except ValueError:
-        return False
-    return parts.scheme in ("ws", "wss") and bool(parts.hostname)
+        return "is not a ws:// or wss:// URL"
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        return "is not a ws:// or wss:// URL"
+    if not _valid_host(parts.hostname):
+        return _BAD_HOST
+    if port == 0:
+        return "has port 0, not a port from 1 to 65535"
+    return None
+
+
+def _shown(value: Any) -> Any:
+    """An endpoint setting as a message may show it: each URL without credentials."""
+    if isinstance(value, str):
+        return ",".join(redact_url(url.strip()) if url.strip() else url for url in value.split(","))
+    if isinstance(value, list):
+        return [_shown(item) if isinstance(item, str) else item for item in value]
+    return value
 
 
 def _kind(value: Any) -> ChainKind:
@@ -323,7 +402,7 @@ _SETTINGS: Mapping[str, _Setting] = {
         fix="set it to the most requests per second per chain (0 for no limit), e.g. 0",
     ),
     "delta_window": _Setting(
-        parse=_whole(1),
+        parse=_whole(1, 1_000_000, "the quantiles sort the whole window at every scrape"),
         fix="set it to how many recent deltas per chain the quantiles cover, e.g. 1000",
     ),
     "writer_queue_rows": _Setting(
@@ -397,6 +476,8 @@ class _Builder:
         self.problems: list[str] = []
 
     def parse(self, raw: _Raw, parser: _Parser, fix: str) -> Any:
+        if raw.from_file and isinstance(parser, _Whole | _Number):
+            parser = dataclasses.replace(parser, text=False)  # TOML has typed numbers
         try:
             return parser(raw.value)
         except _Invalid as exc:
@@ -515,19 +596,20 @@ class _Builder:
             else:
                 continue
             targets = [i for i, kind in enumerate(kinds) if kind is overlay.kind]
+            shown = _shown(raw.value) if overlay.key == "endpoints" else raw.value
             if len(targets) == 1:
                 found.setdefault(targets[0], {})[overlay.key] = raw
             elif None in kinds:
                 pass  # a chain's kind is wrong or missing; that problem is reported already
             elif not targets:
                 self.problems.append(
-                    f"{raw.label}: {raw.value!r} applies to the chain of kind "
+                    f"{raw.label}: {shown!r} applies to the chain of kind "
                     f"{overlay.kind.value!r}, but none is configured; add one to the chains "
                     f"of {self.source}, or {drop}"
                 )
             else:
                 self.problems.append(
-                    f"{raw.label}: {raw.value!r} applies to the one chain of kind "
+                    f"{raw.label}: {shown!r} applies to the one chain of kind "
                     f"{overlay.kind.value!r}, but {len(targets)} are configured; set "
                     f"{overlay.key} in each of their tables in {self.source}, and {drop}"
                 )
@@ -573,7 +655,11 @@ class _Builder:
         k_raw = raw("k")
         k = default_k
         if k_raw is not None:
-            k = self.parse(k_raw, _whole(1), f"set it to the confirmation depth, e.g. {default_k}")
+            k = self.parse(
+                k_raw,
+                _whole(1, _MAX_K, _MAX_K_WHY),
+                f"set it to the confirmation depth, e.g. {default_k}",
+            )
 
         # The mainnet expectations hold only where a mainnet endpoint is used; see above.
         on_mainnet = mainnet is not None and endpoints is not None and mainnet.endpoint in endpoints
@@ -661,3 +747,23 @@ def load_config(
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: not valid TOML ({exc}); fix the syntax") from None
     return build_config(document, environ, overrides, source=str(file), base_dir=file.parent)
+
+
+def command_line_chain(
+    name: str,
+    kind: ChainKind,
+    endpoint: str,
+    *,
+    name_flag: str = "--chain",
+    endpoint_flag: str = "--rpc",
+) -> ChainConfig:
+    """A chain given on the command line (``--chain NAME --rpc URL``) rather than in a
+    ``[[chains]]`` table, by the same rules and with the same defaults (depth, domains,
+    the mainnet checks where the mainnet endpoint is named); each problem names the
+    flag as the user typed it.  Raises :class:`ConfigError`."""
+    builder = _Builder({}, {}, {}, "command line", None)
+    overlay = {"name": _Raw(name, name_flag), "endpoints": _Raw(endpoint, endpoint_flag)}
+    chain = builder.chain({}, name_flag, kind, overlay)
+    if chain is None:
+        raise ConfigError("\n".join(builder.problems))
+    return chain

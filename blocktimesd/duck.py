@@ -4,12 +4,20 @@ Read-only: an in-memory DuckDB reads the Parquet files in place (the daemon may 
 writing beside it; files appear atomically, see ``docs/schema.md``).  The SQL scripts
 in ``scripts/duckdb/`` are run statement by statement, exactly as the DuckDB CLI runs
 them, with their inputs set as DuckDB variables (``SET VARIABLE``).
+
+The directories are listed here, not by a glob that skips what it cannot read: a
+missing DATA_DIR is a :class:`ConfigError` and one that cannot be read a
+:class:`DataDirUnusable` (both exit code 2), naming the path and the fix.
+:func:`check_files` reads the data files' footers, so that a file that is damaged or
+disagrees with its name is named (:class:`InvalidDataFile`, exit code 1) rather than
+left to a DuckDB error.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import stat
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,15 +26,18 @@ from typing import Any
 
 import duckdb
 
+from blocktimesd.aio.writer import check_data_files, read_error
 from blocktimesd.core.rotation import ROWS
 from blocktimesd.errors import ConfigError
 
 __all__ = [
     "SCRIPTS_DIR",
     "Table",
+    "check_files",
     "connect",
     "data_dir_from",
     "dataset_chains",
+    "dataset_files",
     "rows_globs",
     "run_script",
     "sql_literal",
@@ -77,23 +88,64 @@ def data_dir_from(option: str | None) -> Path:
 
 def dataset_chains(data_dir: Path) -> list[str]:
     """The chains with at least one data file; ConfigError when there is no dataset."""
-    base = data_dir / ROWS
-    if not data_dir.is_dir():
+    chains = sorted(dataset_files(data_dir))
+    if not chains:
+        raise ConfigError(
+            f"no Parquet files under {data_dir / ROWS}/chain=*/date=*/: is {data_dir} the "
+            "daemon's DATA_DIR, and has it written a file yet?"
+        )
+    return chains
+
+
+def dataset_files(data_dir: Path) -> dict[str, list[Path]]:
+    """The ``*.parquet`` files of each chain with any, in ``chain=*/date=*/``.
+
+    ConfigError when ``data_dir`` is not a directory; :class:`DataDirUnusable` (or
+    :class:`StorageError`) when a directory cannot be read.
+    """
+    try:
+        is_dir = stat.S_ISDIR(os.stat(data_dir).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        is_dir = False
+    except OSError as exc:
+        raise read_error(exc, data_dir) from exc
+    if not is_dir:
         raise ConfigError(
             f"DATA_DIR {data_dir} does not exist or is not a directory; "
             "pass --data DIR or set DATA_DIR"
         )
-    chains = sorted(
-        part.name.removeprefix("chain=")
-        for part in base.glob("chain=*")
-        if any(part.glob("date=*/*.parquet"))
-    )
-    if not chains:
-        raise ConfigError(
-            f"no Parquet files under {base}/chain=*/date=*/: is {data_dir} the daemon's "
-            "DATA_DIR, and has it written a file yet?"
-        )
-    return chains
+    found: dict[str, list[Path]] = {}
+    for chain_dir in _listing(data_dir / ROWS, data_dir):
+        if not chain_dir.name.startswith("chain=") or not chain_dir.is_dir():
+            continue
+        files = [
+            Path(entry.path)
+            for date_dir in _listing(Path(chain_dir.path), data_dir)
+            if date_dir.name.startswith("date=") and date_dir.is_dir()
+            for entry in _listing(Path(date_dir.path), data_dir)
+            if entry.name.endswith(".parquet")
+        ]
+        if files:
+            found[chain_dir.name.removeprefix("chain=")] = files
+    return found
+
+
+def _listing(directory: Path, data_dir: Path) -> list[os.DirEntry[str]]:
+    """The entries of ``directory``, sorted by name; none when it does not exist."""
+    try:
+        with os.scandir(directory) as entries:
+            return sorted(entries, key=lambda entry: entry.name)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as exc:
+        raise read_error(exc, data_dir) from exc
+
+
+def check_files(data_dir: Path) -> None:
+    """Check every data file's footer against its name (see
+    :func:`~blocktimesd.aio.writer.check_data_files`); raise naming each bad file."""
+    files = dataset_files(data_dir)
+    check_data_files([path for chain in sorted(files) for path in files[chain]], data_dir)
 
 
 def check_chains(wanted: Sequence[str], present: Sequence[str], data_dir: Path) -> None:

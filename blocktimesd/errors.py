@@ -12,31 +12,70 @@ Every error the project raises on purpose derives from :class:`BlocktimesError`:
     │   ├── ConnectionLost     the connection closed with the request open
     │   └── RpcTimeout         no answer within the request timeout
     ├── SubscriptionGap        a subscription ended (lag, drop, stall); fill the gap
+    ├── NodeFault              a node's answer is malformed, inconsistent or impossible
+    │   ├── MalformedAnswer    a field missing or of the wrong shape
+    │   └── HashMismatch       a header whose hash is not the hash asked for
     ├── NodeUnusable           this node cannot serve us (wrong chain, pruned, ...)
     │   ├── WrongChain         chain name or genesis hash differ from the configuration
     │   └── PrunedNode         the node discarded state or bodies we need
-    ├── StorageError           the dataset cannot be written (disk full, permissions, ...);
-    │   │                      the writer keeps the rows and retries until fixed
-    │   └── DataDirInUse       another process writes to the same DATA_DIR (fatal)
-    └── WriterClosed           an item was offered to a writer that has closed
+    ├── StorageError           the dataset cannot be written or read (disk full, ...);
+    │   │                      a running writer keeps the rows and retries until fixed
+    │   ├── DataDirInUse       another process writes to the same DATA_DIR (fatal)
+    │   ├── LockLost           DATA_DIR's lock file vanished or was replaced (fatal)
+    │   ├── DataDirUnusable    DATA_DIR cannot be used as configured: not a directory,
+    │   │                      no permission, read-only (also a ConfigError: exit 2)
+    │   └── InvalidDataFile    a data file is unreadable or disagrees with its name
+    ├── WriterClosed           an item was offered to a writer that has closed
+    └── ChainStopped           a chain gave up after bounded retries (fatal, exit 1)
 
-Messages name the problem and, where there is one, the fix.  :func:`is_retryable`
-is the one place that decides whether an error is worth another attempt.
+Messages name the problem and, where there is one, the fix.
+
+The retry policy
+----------------
+:func:`classify` is the one place that decides what an error means for the caller:
+
+* :attr:`Outcome.TRANSIENT`: the connection or the node's load (connection loss,
+  timeouts, internal errors, rate limiting, a block just announced but not yet
+  served).  Back off with jitter and try again, without limit: nothing is wrong with
+  the data, only with its delivery.
+* :attr:`Outcome.NODE_FAULT`: the node answered, and the answer is wrong (malformed,
+  a hash that does not match, a value that cannot be).  Try again a bounded number
+  of times, then fail over to another endpoint, then stop the chain loudly.
+* :attr:`Outcome.FATAL`: nothing another attempt could change (wrong chain, pruned
+  state the run needs, an unsupported runtime, bad configuration, a full dataset
+  lock).  End the run with the error's message.
+
+:class:`RetryPolicy` carries the classification and the delays; every caller that
+retries (the RPC client, the followers, start-up, the backfill) takes one, so tests
+inject their own.
 """
 
 from __future__ import annotations
 
+import enum
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
     "BlocktimesError",
+    "ChainStopped",
     "ConfigError",
     "ConnectionLost",
     "DataDirInUse",
+    "DataDirUnusable",
     "DecodeError",
+    "HashMismatch",
+    "InvalidDataFile",
+    "LockLost",
+    "MalformedAnswer",
+    "NodeFault",
     "NodeUnusable",
+    "Outcome",
     "ProtocolError",
     "PrunedNode",
+    "RetryPolicy",
     "RpcError",
     "RpcTimeout",
     "StorageError",
@@ -45,11 +84,13 @@ __all__ = [
     "UnsupportedRuntime",
     "WriterClosed",
     "WrongChain",
+    "classify",
     "is_retryable",
 ]
 
-# JSON-RPC error codes that mean "try again": internal error, server busy (jsonrpsee).
-_TRANSIENT_CODES = frozenset({-32603, -32009})
+# JSON-RPC error codes that mean "try again": internal error, server busy and rate
+# limited (jsonrpsee), and the "too many requests" some public RPC gateways send.
+_TRANSIENT_CODES = frozenset({-32603, -32009, -32005, -32029, 429})
 
 
 class BlocktimesError(Exception):
@@ -105,6 +146,23 @@ class SubscriptionGap(BlocktimesError):
         )
 
 
+class NodeFault(BlocktimesError):
+    """A node's answer is wrong: malformed, inconsistent with what was asked, or a value
+    that cannot be.  The node is at fault, not the data: ask again, then elsewhere."""
+
+
+class MalformedAnswer(NodeFault):
+    """A field of a node's answer is missing or not of the shape the protocol defines."""
+
+
+class HashMismatch(NodeFault):
+    """A header whose hash is not the hash it was asked for (or linked from)."""
+
+
+class ChainStopped(BlocktimesError):
+    """A chain's follower gave up after its bounded retries; the message says why."""
+
+
 class NodeUnusable(BlocktimesError):
     """The node cannot serve this tool's needs; another endpoint might."""
 
@@ -130,14 +188,72 @@ class DataDirInUse(StorageError):
     """Another process holds DATA_DIR's writer lock: there must be one writer per dataset."""
 
 
+class LockLost(StorageError):
+    """The lock file this writer holds is no longer DATA_DIR's (removed or replaced): another
+    writer may start, so this one stops before it writes again."""
+
+
+class DataDirUnusable(StorageError, ConfigError):
+    """DATA_DIR, or a path in it, cannot be used as configured (not a directory, no
+    permission, a read-only filesystem): the operator must fix the path, so it is also a
+    :class:`ConfigError` and ends a command with exit code 2."""
+
+
+class InvalidDataFile(StorageError):
+    """A data file cannot be read, or its contents disagree with its name: it cannot be
+    trusted to say where the dataset ends.  The message names the file and the fix."""
+
+
 class WriterClosed(BlocktimesError):
     """The writer no longer accepts items (it closed or failed)."""
 
 
+class Outcome(enum.Enum):
+    """What an error means for the caller (see the module docstring)."""
+
+    TRANSIENT = "transient"
+    NODE_FAULT = "node fault"
+    FATAL = "fatal"
+
+
+def classify(exc: BaseException) -> Outcome:
+    """The one classification of errors into transient, node fault and fatal."""
+    if isinstance(exc, TransportError | SubscriptionGap | TimeoutError | ConnectionError):
+        return Outcome.TRANSIENT
+    if isinstance(exc, RpcError):
+        return Outcome.TRANSIENT if exc.code in _TRANSIENT_CODES else Outcome.NODE_FAULT
+    if isinstance(exc, UnsupportedRuntime):
+        return Outcome.FATAL
+    if isinstance(exc, NodeFault | DecodeError | ProtocolError):
+        return Outcome.NODE_FAULT
+    return Outcome.FATAL
+
+
 def is_retryable(exc: BaseException) -> bool:
     """Whether the same request, sent again (perhaps elsewhere), may succeed."""
-    if isinstance(exc, TransportError | ProtocolError):
-        return True
-    if isinstance(exc, RpcError):
-        return exc.code in _TRANSIENT_CODES
-    return False
+    return classify(exc) is not Outcome.FATAL
+
+
+def _backoff(initial: float, cap: float, rng: random.Random) -> Iterator[float]:
+    # Kept here (not in core.backoff) so that errors stays at the root of the import graph.
+    delay = initial
+    while True:
+        yield rng.uniform(delay / 2, delay)
+        delay = min(delay * 2, cap)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How a caller retries: the classification, the delays, and the bound on node
+    faults before it fails over (and, after ``node_fault_limit`` more on every
+    endpoint, stops)."""
+
+    initial: float = 0.5
+    cap: float = 30.0
+    node_fault_limit: int = 3
+    classify: Callable[[BaseException], Outcome] = classify
+    rng: random.Random = field(default_factory=random.Random, compare=False)
+
+    def delays(self) -> Iterator[float]:
+        """Delays in seconds before each retry: exponential with jitter, capped."""
+        return _backoff(self.initial, self.cap, self.rng)

@@ -18,6 +18,11 @@ Definitions (all in milliseconds of ``delta_since_parent_ms``, null deltas ignor
 - cross-chain latency: a domain row's timestamp minus the timestamp of the consensus
   row whose hash is its ``consensus_block_hash``.  A domain block's timestamp is
   copied from that consensus block, so every value but 0 is a finding.
+
+The figures come from the files' contents, never from their names, so the files are
+not checked up front (that would read every footer twice).  When DuckDB cannot read
+them, every footer is checked to name each damaged file and the fix
+(:func:`~blocktimesd.duck.check_files`); ``blocktimesd validate`` checks them always.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from blocktimesd.duck import (
     Table,
     add_dataset_arguments,
     check_chains,
+    check_files,
     connect,
     data_dir_from,
     dataset_chains,
@@ -45,7 +51,7 @@ from blocktimesd.duck import (
     rows_globs,
     sql_literal,
 )
-from blocktimesd.errors import ConfigError
+from blocktimesd.errors import ConfigError, StorageError
 from blocktimesd.tables import FORMATS, render_csv, render_json, render_text
 
 __all__ = [
@@ -513,17 +519,22 @@ def params_from_args(args: argparse.Namespace) -> ReportParams:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    """Print the report; 0 ok, 1 when DuckDB fails, 2 on usage errors."""
+    """Print the report; 0 ok, 1 when the files cannot be read, 2 on usage errors (a
+    missing or unreadable DATA_DIR included)."""
     try:
         params = params_from_args(args)
         check_chains(params.chains, dataset_chains(params.data_dir), params.data_dir)
+        try:
+            tables = build_report(params)
+        except duckdb.Error as exc:
+            check_files(params.data_dir)  # names the file DuckDB stumbled on, with the fix
+            print(f"blocktimesd: cannot read {params.data_dir}: {exc}", file=sys.stderr)
+            return 1
     except ConfigError as exc:
         print(f"blocktimesd: {exc}", file=sys.stderr)
         return 2
-    try:
-        tables = build_report(params)
-    except duckdb.Error as exc:
-        print(f"blocktimesd: cannot read {params.data_dir}: {exc}", file=sys.stderr)
+    except StorageError as exc:
+        print(f"blocktimesd: {exc}", file=sys.stderr)
         return 1
     if args.format == "json":
         header = {"report": _describe(params)}

@@ -69,8 +69,10 @@ async def any_reachable(config: Config) -> bool:
     return any(await asyncio.gather(*(_reachable(url) for url in urls)))
 
 
-def on_devnet(config: Config, consensus: str, domain: str) -> Config:
-    """The same configuration, pointed at the simulated network."""
+def on_devnet(config: Config, consensus: str, domain: str, genesis: str) -> Config:
+    """The same configuration, pointed at the simulated network, writing to a dataset of
+    its own: ``DATA_DIR/devnet/<genesis>/``, so that simulated rows never mix with (or
+    block) a real chain's, and every simulated chain has its own."""
     urls = {ChainKind.CONSENSUS: consensus, ChainKind.AUTO_EVM: domain}
     chains = tuple(
         dataclasses.replace(
@@ -81,7 +83,8 @@ def on_devnet(config: Config, consensus: str, domain: str) -> Config:
         )
         for chain in config.chains
     )
-    return dataclasses.replace(config, chains=chains)
+    data_dir = config.data_dir / "devnet" / genesis.removeprefix("0x")[:16]
+    return dataclasses.replace(config, chains=chains, data_dir=data_dir)
 
 
 async def run_daemon(args: argparse.Namespace) -> int:
@@ -95,7 +98,8 @@ async def run_daemon(args: argparse.Namespace) -> int:
             f"network instead (blocktimesd devnet, {args.devnet_speed:g}x speed):\n"
             f"  consensus {urls.consensus}\n  auto-evm  {urls.domain}\n"
         )
-        config = on_devnet(config, urls.consensus, urls.domain)
+        genesis = devnet.network.consensus.canonical[0].hash_hex
+        config = on_devnet(config, urls.consensus, urls.domain, genesis)
     app = App(config)
     try:
         try:

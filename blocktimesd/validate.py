@@ -12,10 +12,15 @@ runs with the plain DuckDB CLI, see ``docs/runbook/backfill.md``):
 - ``validate_mapping.sql``: domain rows joined to the consensus rows they name: null
   mappings, number mismatches, timestamp disagreements.
 
+Before the scripts, every data file's footer is read and checked against its name
+(row count, lowest and highest ``block_number``): a file that is damaged, or whose name
+claims other blocks than it holds, misleads the daemon's resume and DuckDB alike, so
+validation stops with an error naming each such file and the fix.
+
 The last table of each script lists its checks, one line per chain and check, with a
 status of ``ok``, ``warn`` (a finding about the chain, reported only) or ``FAIL``.
-Exit codes: 0 no FAIL, 1 a FAIL (or DuckDB could not read the files), 2 usage errors
-such as a missing DATA_DIR.
+Exit codes: 0 no FAIL, 1 a FAIL, a file that cannot be trusted (or DuckDB could not
+read the files), 2 usage errors such as a missing or unreadable DATA_DIR.
 """
 
 from __future__ import annotations
@@ -33,12 +38,13 @@ from blocktimesd.duck import (
     Table,
     add_dataset_arguments,
     check_chains,
+    check_files,
     connect,
     data_dir_from,
     dataset_chains,
     run_script,
 )
-from blocktimesd.errors import ConfigError
+from blocktimesd.errors import ConfigError, StorageError
 from blocktimesd.tables import render_json, render_text
 
 __all__ = ["SCRIPTS", "Validation", "add_validate_parser", "run_validate", "validate"]
@@ -72,7 +78,12 @@ def validate(
     scripts_dir: Path = SCRIPTS_DIR,
     settings: dict[str, Any] | None = None,
 ) -> Validation:
-    """Run every script over ``data_dir`` (``chains`` only, if given)."""
+    """Run every script over ``data_dir`` (``chains`` only, if given).
+
+    Raises :class:`InvalidDataFile` naming every data file (of any chain: the scripts
+    read them all) that cannot be read or disagrees with its name.
+    """
+    check_files(data_dir)
     variables: dict[str, Any] = {"data_dir": str(data_dir), **(settings or {})}
     if chains:
         variables["chains"] = list(chains)
@@ -99,9 +110,10 @@ Check the dataset (DATA_DIR/block_times) per chain: duplicate block numbers or h
 missing block numbers, parent links of consecutive rows, deltas recomputed from the
 timestamps, rows in the right partition; the distribution of deltas and impossible
 ones; domain rows against the consensus rows they name (null mappings, number
-mismatches, timestamp disagreements). Runs scripts/duckdb/validate_*.sql, which the
-plain duckdb CLI runs too. Exit code 0 when no check failed, 1 when one did, 2 on
-usage errors."""
+mismatches, timestamp disagreements). First, every file's footer is checked against
+its name. Runs scripts/duckdb/validate_*.sql, which the plain duckdb CLI runs too. Exit
+code 0 when no check failed, 1 when one did or a file cannot be trusted, 2 on usage
+errors (a missing or unreadable DATA_DIR)."""
 
 
 def add_validate_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -133,9 +145,12 @@ def run_validate(args: argparse.Namespace) -> int:
             "top": args.top,
         }
         result = validate(data_dir, chains, settings=settings)
-    except ConfigError as exc:
+    except ConfigError as exc:  # DataDirUnusable included: a path to fix
         print(f"blocktimesd: {exc}", file=sys.stderr)
         return 2
+    except StorageError as exc:  # a file that cannot be trusted, a disk error
+        print(f"blocktimesd: {exc}", file=sys.stderr)
+        return 1
     except duckdb.Error as exc:
         print(f"blocktimesd: cannot validate {data_dir}: {exc}", file=sys.stderr)
         return 1

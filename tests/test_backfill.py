@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import dataclasses
 import itertools
+import random
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +33,7 @@ from blocktimesd.devnet.app import Devnet
 from blocktimesd.devnet.content import ConsensusFacts
 from blocktimesd.devnet.network import Network
 from blocktimesd.devnet.params import ChainParams, FaultParams
-from blocktimesd.errors import ConfigError, ProtocolError, RpcError
+from blocktimesd.errors import ConfigError, MalformedAnswer, RetryPolicy, RpcError
 from tests.chopsticks import conftest as chopsticks
 from tests.daemon import row_of
 
@@ -232,14 +233,27 @@ async def test_date_times_resolve_to_blocks(tmp_path: Path, env: pytest.MonkeyPa
 class FlakyBackfill(Backfill):
     """Blocks 150..160 always fail with a transient node error."""
 
-    async def _fetch_chunk(self, first: int, last: int) -> Any:
+    async def _fetch_chunk(self, first: int, last: int, **kwargs: Any) -> Any:
         if first <= 160 and last >= 150:
             raise RpcError(-32603, "Internal error", "injected")
-        return await super()._fetch_chunk(first, last)
+        return await super()._fetch_chunk(first, last, **kwargs)
+
+
+class RecordingRng(random.Random):
+    """Jitter that records the ranges it was asked for, and answers their low end."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+        self.asked: list[tuple[float, float]] = []
+
+    def uniform(self, a: float, b: float) -> float:
+        self.asked.append((a, b))
+        return a
 
 
 async def test_failed_windows_are_retried_then_listed(tmp_path: Path) -> None:
     devnet = Devnet(dataclasses.replace(PARAMS, history=300))
+    rng = RecordingRng()
     async with devnet as urls:
         settings = RpcSettings(endpoints=(urls.consensus,), max_inflight=16)
         async with RpcClient(settings, "consensus") as client, ParquetWriter(tmp_path) as writer:
@@ -247,11 +261,15 @@ async def test_failed_windows_are_retried_then_listed(tmp_path: Path) -> None:
             reader = ChainReader(client, ChainKind.CONSENSUS, "consensus")
             engine = FlakyBackfill(
                 reader, "consensus", K, writer, tmp_path,
-                settings=BackfillSettings(window=50, blocks_per_task=25, retry_delay=0.01),
+                settings=BackfillSettings(window=50, blocks_per_task=25, attempts=3),
+                retry=RetryPolicy(initial=0.02, cap=0.03, rng=rng),
             )  # fmt: skip
             result = await engine.run(Span(1, 250))
     assert result.failed == (Span(101, 200),)
     assert "FAILED blocks: 101-200" in summary(result)
+    # Two windows (101-150, 151-200), each fetched 3 times: 2 waits each, with the
+    # policy's jitter and cap.
+    assert rng.asked == [(0.01, 0.02), (0.015, 0.03)] * 2
     numbers = check_no_duplicates(tmp_path, "consensus")
     assert numbers == [*range(1, 101), *range(201, 251)]
     check_consensus(read_rows(tmp_path, "consensus"), devnet.network)
@@ -352,5 +370,5 @@ def test_storage_answers_are_read_whatever_the_order_of_keys() -> None:
         ["0x04", None],
         [None, None],
     ]
-    with pytest.raises(ProtocolError, match="state_queryStorageAt answered"):
+    with pytest.raises(MalformedAnswer, match="state_queryStorageAt answered"):
         engine._values([1], ["0x01"], [[{"block": "0x01"}]])

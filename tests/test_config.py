@@ -284,6 +284,16 @@ def test_auto_evm_on_mainnet_checks_the_name_only() -> None:
 
 URL_FIX = "set it to one or more WebSocket RPC URLs, e.g. wss://rpc.mainnet.autonomys.xyz/ws"
 KIND_FIX = "set it to consensus, auto-evm or generic"
+ADDR_FIX = "set it to the address to serve /metrics on, e.g. 127.0.0.1:9615"
+BAD_HOST = (
+    "has a host that is neither an IP address nor a DNS name (labels of 1 to 63 characters, "
+    "253 in all)"
+)
+TOO_DEEP = (
+    "is above the maximum of 100000: a block would wait for over 100000 blocks (about a week) "
+    "to be written"
+)
+LABEL_64 = "a" * 64
 TABLES_FIX = "write each chain as a [[chains]] table"
 
 
@@ -294,6 +304,23 @@ def chain(**table: Any) -> dict[str, Any]:
 MESSAGES: list[tuple[dict[str, Any], dict[str, str], dict[str, object], str]] = [
     ({}, {"K_CONSENSUS": "abc"}, {},
      "K_CONSENSUS: 'abc' is not a whole number; set it to the confirmation depth, e.g. 100"),
+    ({}, {"K_CONSENSUS": str(10**20)}, {},
+     f"K_CONSENSUS: '{10**20}' {TOO_DEEP}; set it to the confirmation depth, e.g. 100"),
+    (chain(k=100_001), {}, {},
+     f"chains[0].k ({SRC}): 100001 {TOO_DEEP}; set it to the confirmation depth, e.g. 100"),
+    ({"delta_window": 10**20}, {}, {},
+     f"delta_window ({SRC}): {10**20} is above the maximum of 1000000: the quantiles sort the "
+     "whole window at every scrape; set it to how many recent deltas per chain the quantiles "
+     "cover, e.g. 1000"),
+    ({"max_file_minutes": "15"}, {}, {},
+     f"max_file_minutes ({SRC}): '15' is a string, not a whole number (remove the quotes); "
+     "set it to the most minutes a Parquet file stays open, e.g. 15"),
+    (chain(k="100"), {}, {},
+     f"chains[0].k ({SRC}): '100' is a string, not a whole number (remove the quotes); set it "
+     "to the confirmation depth, e.g. 100"),
+    ({"request_timeout_s": "30"}, {}, {},
+     f"request_timeout_s ({SRC}): '30' is a string, not a number (remove the quotes); set it "
+     "to the seconds to wait for an answer, e.g. 30"),
     ({}, {"K_AUTO_EVM": "0"}, {},
      "K_AUTO_EVM: '0' is below the minimum of 1; set it to the confirmation depth, e.g. 64"),
     (chain(k=2.5), {}, {},
@@ -350,6 +377,28 @@ MESSAGES: list[tuple[dict[str, Any], dict[str, str], dict[str, object], str]] = 
     ({}, {"METRICS_ADDR": "localhost:99999"}, {},
      "METRICS_ADDR: 'localhost:99999' is not host:port with a port from 0 to 65535; set it to "
      "the address to serve /metrics on, e.g. 127.0.0.1:9615"),
+    ({}, {"METRICS_ADDR": f"{LABEL_64}.example:9615"}, {},
+     f"METRICS_ADDR: '{LABEL_64}.example:9615' {BAD_HOST}; {ADDR_FIX}"),
+    ({}, {"METRICS_ADDR": f"{'h' * 300}:9615"}, {},
+     f"METRICS_ADDR: '{'h' * 300}:9615' {BAD_HOST}; {ADDR_FIX}"),
+    ({}, {"METRICS_ADDR": "no host!:9615"}, {},
+     f"METRICS_ADDR: 'no host!:9615' {BAD_HOST}; {ADDR_FIX}"),
+    ({}, {"CONSENSUS_RPC_WS": f"ws://{LABEL_64}.example:9944"}, {},
+     f"CONSENSUS_RPC_WS: 'ws://{LABEL_64}.example:9944' {BAD_HOST}; {URL_FIX}"),
+    ({}, {"CONSENSUS_RPC_WS": "ws://node:0"}, {},
+     f"CONSENSUS_RPC_WS: 'ws://node:0' has port 0, not a port from 1 to 65535; {URL_FIX}"),
+    ({}, {"CONSENSUS_RPC_WS": "ws://node:65536"}, {},
+     f"CONSENSUS_RPC_WS: 'ws://node:65536' is not a ws:// or wss:// URL; {URL_FIX}"),
+    # Credentials never appear in a message.
+    ({}, {"CONSENSUS_RPC_WS": "http://alice:S3cret@node/rpc?apikey=KEY"}, {},
+     f"CONSENSUS_RPC_WS: 'http://***@node/rpc?apikey=***' is not a ws:// or wss:// URL; "
+     f"{URL_FIX}"),
+    (chain(endpoints=[f"wss://alice:S3cret@{LABEL_64}/?apikey=KEY"]), {}, {},
+     f"chains[0].endpoints ({SRC}): 'wss://***@{LABEL_64}/?apikey=***' {BAD_HOST}; {URL_FIX}"),
+    ({"chains": [{"kind": "auto-evm"}]}, {"CONSENSUS_RPC_WS": "ws://alice:S3cret@a/?k=KEY, ws://b"},
+     {},
+     "CONSENSUS_RPC_WS: 'ws://***@a/?k=***,ws://b' applies to the chain of kind 'consensus', "
+     f"but none is configured; add one to the chains of {SRC}, or unset CONSENSUS_RPC_WS"),
     ({}, {"CONSENSUS_RPC_WS": "https://rpc.mainnet.autonomys.xyz/ws"}, {},
      f"CONSENSUS_RPC_WS: 'https://rpc.mainnet.autonomys.xyz/ws' is not a ws:// or wss:// URL; "
      f"{URL_FIX}"),
@@ -450,6 +499,11 @@ def test_all_problems_are_reported_at_once() -> None:
 PROBLEMS = [
     "is not a whole number",
     "is below the minimum of",
+    "is above the maximum of",
+    "is a string, not a whole number (remove the quotes)",
+    "is a string, not a number (remove the quotes)",
+    "has a host that is neither an IP address nor a DNS name",
+    "has port 0, not a port from 1 to 65535",
     "is not a number",
     "is not above 0",
     "is not a string",
@@ -500,6 +554,57 @@ def test_config_error_maps_to_exit_code_2(
     err = capsys.readouterr().err
     assert "blocktimesd: 2 configuration problems:\n" in err
     assert "K_CONSENSUS: 'abc' is not a whole number" in err
+
+
+def test_numbers_as_text_come_only_from_the_environment_and_command_line() -> None:
+    assert build({}, {"MAX_FILE_MINUTES": "15", "K_CONSENSUS": " 7 "}).max_file_minutes == 15
+    assert build({}, {"K_CONSENSUS": " 7 "}).chains[0].k == 7
+    assert build({}, {}, {"max_file_minutes": "15"}).max_file_minutes == 15
+    assert build({"request_timeout_s": 2.5}).request_timeout_s == 2.5
+    assert build(chain(k=100_000)).chains[0].k == 100_000
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ws://127.0.0.1:9944",
+        "ws://[::1]:9944/ws",
+        "wss://rpc.mainnet.autonomys.xyz/ws",
+        "wss://node_1.internal/ws?apikey=KEY",
+        f"ws://{LABEL_64[:63]}.example",
+        "wss://bücher.example/ws",
+        "ws://user:pw@node:1/",
+    ],
+)
+def test_endpoints_that_resolve_are_accepted(url: str) -> None:
+    assert build({}, {"CONSENSUS_RPC_WS": url}).chains[0].endpoints == (url,)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("METRICS_ADDR", f"{LABEL_64}.example:9615"),
+        ("METRICS_ADDR", f"{'h' * 300}:9615"),
+        ("CONSENSUS_RPC_WS", "http://alice:S3cret@node/?apikey=KEY"),
+    ],
+)
+def test_a_bad_address_exits_2_naming_the_setting_without_secrets(
+    variable: str,
+    value: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from blocktimesd import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(variable, value)
+    assert cli.main(["run", "--data", str(tmp_path / "data")]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith(f"blocktimesd: 1 configuration problem:\n{variable}: ")
+    assert "Traceback" not in out + err
+    for secret in ("alice", "S3cret", "KEY"):
+        assert secret not in out + err
 
 
 # -- the file -----------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from blocktimesd.report import (
     parse_time,
     run_report,
 )
+from tests.aio.test_writer import run_unprivileged, shared_dir
 from tests.dataset import HOUR, T0, block_hash, chain_rows, domain_of, with_changes, write_rows
 
 
@@ -303,6 +304,33 @@ def test_missing_data_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "does not exist" in capsys.readouterr().err
     assert run_report(parse("--data", str(tmp_path))) == 2
     assert "no Parquet files under" in capsys.readouterr().err
+
+
+def test_a_damaged_file_is_named_with_the_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    *_, newest = write_rows(tmp_path, chain_rows("consensus", TEN), per_file=4)
+    newest.write_bytes(newest.read_bytes()[:-50])
+    assert run_report(parse("--data", str(tmp_path))) == 1
+    err = capsys.readouterr().err
+    assert f"cannot trust this file in {tmp_path}: {newest}: it cannot be read as Parquet" in err
+    assert "Move it out of" in err
+
+
+@pytest.mark.parametrize("unreadable", ["parent", "file"])
+def test_an_unreadable_data_dir_exits_2_with_the_path(unreadable: str) -> None:
+    with shared_dir() as shared:
+        data = shared / "locked" / "data"
+        (path,) = write_rows(data, chain_rows("consensus", TEN))
+        locked = shared / "locked" if unreadable == "parent" else path
+        locked.chmod(0)
+        done = run_unprivileged("report", "--data", str(data))
+    assert done.returncode == 2, done.stderr
+    assert f"blocktimesd: cannot read {data if unreadable == 'parent' else path}:" in done.stderr
+    assert "Permission denied (EACCES); give the user running blocktimesd read permission" in (
+        done.stderr
+    )
+    assert "Traceback" not in done.stderr
 
 
 def test_data_dir_from_environment(

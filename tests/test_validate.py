@@ -14,9 +14,12 @@ from pathlib import Path
 import pytest
 
 from blocktimesd.aio.writer import ParquetWriter, WriterSettings
+from blocktimesd.core.rotation import file_name
 from blocktimesd.core.rows import Row
 from blocktimesd.duck import SCRIPTS_DIR
+from blocktimesd.errors import InvalidDataFile
 from blocktimesd.validate import SCRIPTS, add_validate_parser, run_validate, validate
+from tests.aio.test_writer import run_unprivileged, shared_dir
 from tests.dataset import chain_rows, domain_of, with_changes, write_file, write_rows
 
 DELTAS = [None, 6000, 5500, 7000, 6000, 12000, 6000, 6500, 6000, 6000]
@@ -231,6 +234,71 @@ def test_usage_errors_exit_2(
     args = parse(*(arg.format(tmp=tmp_path) for arg in argv))
     assert run_validate(args) == 2
     assert message in capsys.readouterr().err
+
+
+def _renamed(paths: list[Path]) -> Path:
+    """The first file renamed to claim far more blocks than it holds (1..5)."""
+    liar = paths[0].with_name(file_name(1, 999_999_999, "0badc0de"))
+    paths[0].rename(liar)
+    return liar
+
+
+def _truncated(paths: list[Path]) -> Path:
+    paths[-1].write_bytes(paths[-1].read_bytes()[:-50])
+    return paths[-1]
+
+
+def _stranger(paths: list[Path]) -> Path:
+    """A copy under a name the writer never gives: the daemon skips it, DuckDB reads it."""
+    copy = paths[0].with_name("copy.parquet")
+    copy.write_bytes(paths[0].read_bytes())
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (_renamed, "its name says blocks 1..999999999, but it holds blocks 1..5"),
+        (_truncated, "it cannot be read as Parquet"),
+        (_stranger, "its name is not part-<first>-<last>-<token>.parquet"),
+    ],
+    ids=lambda value: getattr(value, "__name__", "")[1:],
+)
+def test_a_file_that_cannot_be_trusted_is_named_with_the_fix(
+    tmp_path: Path,
+    damage: Callable[[list[Path]], Path],
+    problem: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    bad = damage(write_rows(tmp_path, consensus(), per_file=5))
+    with pytest.raises(InvalidDataFile, match="Move it out of"):
+        validate(tmp_path)
+    assert run_validate(parse("--data", str(tmp_path))) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}: {problem}" in err
+    assert f"Move it out of {tmp_path} (or delete it), then run `blocktimesd validate`" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("unreadable", ["parent", "chain", "file"])
+def test_an_unreadable_data_dir_exits_2_with_the_path(unreadable: str) -> None:
+    with shared_dir() as shared:
+        data = shared / "locked" / "data"
+        (path,) = write_rows(data, consensus())
+        locked = {
+            "parent": shared / "locked",
+            "chain": data / "block_times" / "chain=consensus",
+            "file": path,
+        }[unreadable]
+        locked.chmod(0)
+        done = run_unprivileged("validate", "--data", str(data))
+    assert done.returncode == 2, done.stderr
+    assert "Permission denied (EACCES); give the user running blocktimesd read permission" in (
+        done.stderr
+    )
+    cannot = data if unreadable == "parent" else locked
+    assert f"blocktimesd: cannot read {cannot}:" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 # -- the scripts through the plain DuckDB CLI --------------------------------------------

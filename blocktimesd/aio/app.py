@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -30,10 +31,17 @@ from blocktimesd.aio.metrics import Metrics
 from blocktimesd.aio.preflight import Preflight
 from blocktimesd.aio.rpc import RpcClient
 from blocktimesd.aio.sdnotify import SystemdNotifier, supervise
-from blocktimesd.aio.writer import ParquetWriter, WriterSettings, durable_tail, last_durable_row
+from blocktimesd.aio.writer import (
+    ParquetWriter,
+    WriterSettings,
+    WriterStatus,
+    durable_tail,
+    last_durable_row,
+)
 from blocktimesd.config import Config
 from blocktimesd.core.rows import Row
-from blocktimesd.errors import ConfigError
+from blocktimesd.errors import ConfigError, WriterClosed
+from blocktimesd.genesis import check_genesis
 
 __all__ = ["App"]
 
@@ -72,6 +80,8 @@ class App:
             observer=_WriterMetrics(self.metrics),
         )
         self.clients: dict[str, RpcClient] = {}
+        self.preflights: dict[str, Preflight] = {}
+        self._started: list[RpcClient] = []  # clients whose supervisor was started
         self.readers: dict[str, ChainReader] = {}
         self.followers: dict[str, Follower] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -86,20 +96,29 @@ class App:
         self.metrics_url: str | None = None
 
     def _alive(self) -> bool:
-        return all(not t.done() for t in self._tasks)
+        """Every task the daemon relies on runs: followers, the writer, RPC supervisors."""
+        return all(not t.done() for t in self._tasks) and all(
+            c.supervisor_alive for c in self._started
+        )
 
     def _ready(self) -> tuple[bool, dict[str, Any]]:
-        details = {
+        details: dict[str, Any] = {
             name: {
                 "connected": self.clients[name].ready,
-                "endpoint": self.clients[name].endpoint,
+                "endpoint": self.clients[name].shown_endpoint,  # served unauthenticated
                 "following": f.following,
                 "confirmed": None if f.tree.confirmed is None else f.tree.confirmed.number,
             }
             for name, f in self.followers.items()
         }
         ok = bool(details) and all(d["connected"] and d["following"] for d in details.values())
-        return ok, details
+        # Not ready while writes fail: the rows pile up in memory and nothing reaches disk.
+        writer = self.writer
+        details["writer"] = {
+            "status": writer.status.value,
+            "error": None if writer.error is None else str(writer.error),
+        }
+        return ok and writer.status is WriterStatus.RUNNING, details
 
     async def start(self) -> None:
         await self.writer.start()
@@ -119,10 +138,11 @@ class App:
         if {ChainKind.CONSENSUS, ChainKind.AUTO_EVM} <= kinds:
             index = ConsensusIndex()
         for chain in self.config.chains:
+            preflight = self.preflights[chain.name] = Preflight(chain.expectations(), chain.name)
             client = RpcClient(
                 self.config.rpc_settings(chain),
                 chain.name,
-                on_connect=Preflight(chain.expectations(), chain.name),
+                on_connect=preflight,
                 observer=self.metrics.rpc_observer(chain.name),
             )
             self.clients[chain.name] = client
@@ -144,31 +164,56 @@ class App:
                 self.writer,
                 self.metrics,
                 resume=resume,
+                tail=self._tail_reader(chain.name),
                 consensus=index if chain.kind is not ChainKind.GENERIC else None,
                 consensus_reader=consensus_reader if chain.kind is ChainKind.AUTO_EVM else None,
                 wall_clock=self._wall,
             )
         for name, client in self.clients.items():
             await client.start()
+            self._started.append(client)
             self._tasks.append(asyncio.create_task(self._follow(name), name=f"follow-{name}"))
+        # The writer is watched like the followers: if it ends, the daemon ends loudly.
+        self._tasks.append(asyncio.create_task(self._watch_writer(), name="watch-writer"))
         if self.notifier.enabled:
             self._supervisor = asyncio.create_task(
                 supervise(self.notifier, alive=self._alive, ready=self._ready, status=_status),
                 name="sd-notify",
             )
 
-    async def _follow(self, name: str) -> None:
-        client = self.clients[name]
-        await client.wait_ready()
-        await self.readers[name].check_runtime()
-        follower = self.followers[name]
+    def _tail_reader(self, name: str) -> Callable[[int], Awaitable[list[Row]]]:
+        """The last rows of ``name`` made durable, for a follower's repairs."""
 
         async def tail(count: int) -> list[Row]:
             await self.writer.flush()
             return await asyncio.to_thread(durable_tail, self.config.data_dir, name, count)
 
-        await follower.verify_resume(tail)
-        await follower.run()
+        return tail
+
+    async def _watch_writer(self) -> None:
+        await self.writer.join()
+        raise WriterClosed(f"the writer of {self.config.data_dir} stopped unexpectedly")
+
+    async def _follow(self, name: str) -> None:
+        await self._check_genesis(name)
+        # Start-up (runtime check, resume check) and following share one retry policy.
+        await self.followers[name].run()
+
+    async def _check_genesis(self, name: str) -> None:
+        """The dataset and the node are of one chain; later connections must be too."""
+        client = self.clients[name]
+        await client.wait_ready()
+        preflight = self.preflights[name]
+        info = preflight.info
+        if info is None:
+            return
+        recorded = await asyncio.to_thread(
+            check_genesis, self.config.data_dir, name, info.genesis_hash, client.endpoint
+        )
+        if recorded:
+            log.info("%s: the dataset records genesis %s", name, info.genesis_hash)
+        if preflight.expect.genesis_hash is None:
+            preflight.expect = dataclasses.replace(preflight.expect, genesis_hash=info.genesis_hash)
 
     async def run(self) -> None:
         """Run until cancelled or until a follower fails; then shut down in phases."""
@@ -177,7 +222,7 @@ class App:
         try:
             done, _ = await asyncio.wait(self._tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
-                task.result()  # a follower failed: raise its error
+                task.result()  # a follower or the writer failed: raise its error
         finally:
             await self.stop()
 
@@ -210,6 +255,10 @@ def _status(ready: bool, details: Mapping[str, Any]) -> str:
     """One line for ``systemctl status``: what each chain is doing."""
     states = []
     for name, d in details.items():
+        if name == "writer":  # not a chain; said only when it is not writing
+            if d["status"] != WriterStatus.RUNNING:
+                states.append(f"writer {d['status']}")
+            continue
         state = "following" if d["following"] else "connected" if d["connected"] else "connecting"
         states.append(f"{name} {state}")
     prefix = "following every chain" if ready else "starting"
@@ -236,3 +285,9 @@ class _WriterMetrics:
 
     def queue_length(self, items: int) -> None:
         self._m.set_writer_queue(items)
+
+    def rows_pending(self, chain: str, rows: int) -> None:
+        self._m.set_writer_rows_pending(chain, rows)
+
+    def write_succeeded(self) -> None:
+        self._m.observe_writer_success()

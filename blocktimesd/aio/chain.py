@@ -11,9 +11,11 @@ Metadata is fetched once per spec version.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,9 +24,17 @@ from blocktimesd.core import decode
 from blocktimesd.core.header import RUNTIME_ENVIRONMENT_UPDATED, Header, hex_to_bytes, to_hex
 from blocktimesd.core.runtime import Runtime
 from blocktimesd.core.runtime_version import RuntimeVersion
-from blocktimesd.errors import DecodeError, RpcError, UnsupportedRuntime
+from blocktimesd.errors import (
+    DecodeError,
+    HashMismatch,
+    Outcome,
+    RetryPolicy,
+    RpcError,
+    UnsupportedRuntime,
+    classify,
+)
 
-__all__ = ["REQUIRED_ITEMS", "BlockFacts", "ChainKind", "ChainReader"]
+__all__ = ["REQUIRED_ITEMS", "BlockFacts", "ChainKind", "ChainReader", "verify_hash"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +56,8 @@ REQUIRED_ITEMS: dict[ChainKind, tuple[tuple[str, str, str], ...]] = {
         ("call", "Subspace", "store_segment_headers"),
     ),
 }
+_ATTEMPTS = 4  # per read, for the node's transient error answers
+_IN_PLACE = RetryPolicy(initial=0.05, cap=1.0)  # delays between those attempts
 _VERSIONS_KEPT = 8192  # block hash -> spec version, for the blocks around the tip
 
 
@@ -77,6 +89,44 @@ class ChainReader:
         self._runtimes: dict[int, Runtime] = {}
         self._spec_of: OrderedDict[bytes, int] = OrderedDict()
 
+    # -- reads -------------------------------------------------------------------------------
+
+    async def call(self, method: str, *params: Any) -> Any:
+        """One read.  The node's transient errors (busy, internal error) are asked again
+        a few times in place, so that one failed call does not undo the work around it;
+        what still fails raises."""
+        result = (await self.call_many([(method, list(params))]))[0]
+        if isinstance(result, RpcError):
+            raise result
+        return result
+
+    async def call_many(self, calls: Sequence[tuple[str, list[Any]]]) -> list[Any]:
+        """Many reads; errors come back in place (as :class:`RpcError`) once the
+        transient ones were asked again ``_ATTEMPTS - 1`` times."""
+        if len(calls) == 1:
+            method, params = calls[0]
+            try:
+                results: list[Any] = [await self.client.call(method, *params)]
+            except RpcError as exc:
+                results = [exc]
+        else:
+            results = await self.client.call_many(calls)
+        delays = None
+        for _ in range(_ATTEMPTS - 1):
+            failed = [
+                at
+                for at, r in enumerate(results)
+                if isinstance(r, RpcError) and classify(r) is Outcome.TRANSIENT
+            ]
+            if not failed:
+                break
+            delays = delays or _IN_PLACE.delays()
+            await asyncio.sleep(next(delays))
+            again = await self.client.call_many([calls[at] for at in failed])
+            for at, result in zip(failed, again, strict=True):
+                results[at] = result
+        return results
+
     # -- runtimes ----------------------------------------------------------------------------
 
     async def runtime_at(self, block_hash: bytes) -> Runtime:
@@ -85,12 +135,12 @@ class ChainReader:
         if spec is not None and spec in self._runtimes:
             return self._runtimes[spec]
         version = RuntimeVersion.from_json(
-            await self.client.call("state_getRuntimeVersion", to_hex(block_hash))
+            await self.call("state_getRuntimeVersion", to_hex(block_hash))
         )
         runtime = self._runtimes.get(version.spec_version)
         if runtime is None:
             metadata = hex_to_bytes(
-                await self.client.call("state_getMetadata", to_hex(block_hash)), "metadata"
+                await self.call("state_getMetadata", to_hex(block_hash)), "metadata"
             )
             runtime = Runtime.from_metadata(metadata, version, self.label)
             self._runtimes[version.spec_version] = runtime
@@ -113,7 +163,7 @@ class ChainReader:
 
     async def check_runtime(self) -> Runtime:
         """At start-up: the best block's runtime has what this kind of chain needs."""
-        best = Header.from_json(await self.client.call("chain_getHeader"))
+        best = Header.from_json(await self.call("chain_getHeader"))
         runtime = await self.runtime_at(best.hash())
         check_runtime(runtime, self.kind, self.label)
         return runtime
@@ -121,8 +171,14 @@ class ChainReader:
     # -- blocks ------------------------------------------------------------------------------
 
     async def header(self, block_hash: bytes) -> Header | None:
-        obj = await self.client.call("chain_getHeader", to_hex(block_hash))
-        return None if obj is None else Header.from_json(obj)
+        """The header of ``block_hash`` (None if the node does not know it), checked to
+        hash to what was asked: a node that answers another header is at fault."""
+        obj = await self.call("chain_getHeader", to_hex(block_hash))
+        if obj is None:
+            return None
+        header = Header.from_json(obj)
+        verify_hash(header, block_hash, self.label)
+        return header
 
     async def facts(self, header: Header) -> BlockFacts:
         """Measure one block whose header is known."""
@@ -135,7 +191,7 @@ class ChainReader:
                 to_hex(runtime.storage_key("Domains", "SuccessfulBundles", domain))
                 for domain in self.domain_ids
             ]
-        values = await self.client.call_many([("state_getStorage", [key, at]) for key in keys])
+        values = await self.call_many([("state_getStorage", [key, at]) for key in keys])
         for value in values:
             if isinstance(value, RpcError):
                 raise value
@@ -161,10 +217,20 @@ class ChainReader:
         )
 
     async def body(self, block_hash: bytes) -> list[bytes] | None:
-        obj = await self.client.call("chain_getBlock", to_hex(block_hash))
+        obj = await self.call("chain_getBlock", to_hex(block_hash))
         if obj is None:
             return None
         return [hex_to_bytes(x, "extrinsic") for x in obj["block"]["extrinsics"]]
+
+
+def verify_hash(header: Header, expected: bytes, label: str) -> None:
+    """Raise :class:`HashMismatch` unless ``header`` hashes to ``expected``."""
+    actual = header.hash()
+    if actual != expected:
+        raise HashMismatch(
+            f"{label}: asked for block {to_hex(expected)}, the node answered a header "
+            f"#{header.number} that hashes to {to_hex(actual)}"
+        )
 
 
 def check_runtime(runtime: Runtime, kind: ChainKind, label: str) -> None:

@@ -7,9 +7,26 @@ same way: when the next head arrives, the tree walks down to the confirmed tip a
 asks for what it lacks.  A block's row is emitted when the tree confirms it (K deep on
 the best chain), exactly once; live metrics follow the best head.
 
+Nothing the tree decided is lost when applying it fails.  The tree hands out each
+:class:`Confirmed` and :class:`Reorg` once; the follower keeps them in a queue and
+removes one only once it is applied (its row handed to the writer), so after any
+error -- an error answer, a lost connection, a wrong answer -- the same work is done
+again, in the same order.  ``Need*`` requests are not kept: the tree asks again.
+
+Every row is checked before it goes out: its ``parent_hash`` must be the hash of the
+previous row (or of the row resumed from), and its delta is its timestamp minus its
+parent's, read for the parent's hash.  A row that does not follow is a bug: it is
+refused, counted and logged, and the tree is rebuilt from the last row written.
+
+Errors are sorted by :func:`blocktimesd.errors.classify`: transient ones back off and
+retry without limit; node faults (malformed or inconsistent answers) retry a bounded
+number of times, then fail over to another endpoint, then stop the chain
+(:class:`ChainStopped`); fatal ones end the run.
+
 Auto-EVM rows wait for their consensus block: a domain block is only as settled as its
 consensus source, so its row is written once that source is confirmed on the consensus
-chain (see :class:`ConsensusIndex`).
+chain (see :class:`ConsensusIndex`).  The rows waiting are shown by
+``blocktimes_rows_waiting``; they stay queued (bounded by the tree) and never vanish.
 """
 
 from __future__ import annotations
@@ -17,12 +34,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from blocktimesd.aio.chain import BlockFacts, ChainKind, ChainReader
+from blocktimesd.aio.chain import BlockFacts, ChainKind, ChainReader, verify_hash
 from blocktimesd.aio.writer import Reconciliation
 from blocktimesd.core.forktree import (
     BlockRef,
@@ -35,13 +52,17 @@ from blocktimesd.core.forktree import (
     Reorg,
 )
 from blocktimesd.core.header import BlockHash, Header, hex_to_bytes, to_hex
+from blocktimesd.core.redact import redact_url
 from blocktimesd.core.rows import Row, delta_ms
 from blocktimesd.errors import (
     BlocktimesError,
-    DecodeError,
+    ChainStopped,
+    MalformedAnswer,
+    NodeFault,
+    Outcome,
+    RetryPolicy,
     RpcError,
     SubscriptionGap,
-    TransportError,
 )
 
 __all__ = ["ConsensusIndex", "Follower", "FollowerMetrics", "RowSink", "Unresolved"]
@@ -49,6 +70,10 @@ __all__ = ["ConsensusIndex", "Follower", "FollowerMetrics", "RowSink", "Unresolv
 log = logging.getLogger(__name__)
 
 _FACTS_KEPT = 4096  # facts of recent heads, reused when they are confirmed
+_REASKS = 3  # a node that does not (yet) serve a block it announced is asked again
+_REASK_DELAY_S = 1.0
+
+Tail = Callable[[int], Awaitable[list[Row]]]
 
 
 class RowSink(Protocol):
@@ -68,6 +93,14 @@ class FollowerMetrics(Protocol):
 
     def set_following(self, chain: str, following: bool) -> None: ...
 
+    def observe_retry(self, chain: str, outcome: str) -> None: ...
+
+    def observe_invariant_violation(self, chain: str) -> None: ...
+
+    def observe_anomaly(self, chain: str, kind: str) -> None: ...
+
+    def set_rows_waiting(self, chain: str, rows: int) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Unresolved:
@@ -81,17 +114,27 @@ class Unresolved:
     detected_ts_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """The last row handed to the writer (or resumed from): the next row's parent."""
+
+    number: int
+    hash: bytes
+    parent_hash: bytes
+    timestamp_ms: int | None  # None after a repair, until read again
+
+
 class ConsensusIndex:
-    """Confirmed consensus blocks (hash -> number), for the domain follower to wait on."""
+    """Confirmed consensus blocks (hash -> number, timestamp), for the domain follower."""
 
     def __init__(self, kept: int = 100_000) -> None:
-        self._by_hash: OrderedDict[bytes, int] = OrderedDict()
+        self._by_hash: OrderedDict[bytes, tuple[int, int | None]] = OrderedDict()
         self._kept = kept
         self.tip = -1
         self._changed = asyncio.Condition()
 
-    async def confirmed(self, ref: BlockRef) -> None:
-        self._by_hash[ref.hash] = ref.number
+    async def confirmed(self, ref: BlockRef, timestamp_ms: int | None = None) -> None:
+        self._by_hash[ref.hash] = (ref.number, timestamp_ms)
         if len(self._by_hash) > self._kept:
             self._by_hash.popitem(last=False)
         self.tip = ref.number
@@ -99,7 +142,7 @@ class ConsensusIndex:
             self._changed.notify_all()
 
     async def retract_above(self, number: int) -> None:
-        for block_hash, n in list(self._by_hash.items()):
+        for block_hash, (n, _) in list(self._by_hash.items()):
             if n > number:
                 del self._by_hash[block_hash]
         self.tip = min(self.tip, number)
@@ -109,7 +152,12 @@ class ConsensusIndex:
             await self._changed.wait_for(lambda: self.tip >= number)
 
     def number_of(self, block_hash: bytes) -> int | None:
-        return self._by_hash.get(block_hash)
+        entry = self._by_hash.get(block_hash)
+        return None if entry is None else entry[0]
+
+    def timestamp_of(self, block_hash: bytes) -> int | None:
+        entry = self._by_hash.get(block_hash)
+        return None if entry is None else entry[1]
 
 
 class Follower:
@@ -124,8 +172,10 @@ class Follower:
         metrics: FollowerMetrics,
         *,
         resume: Row | None = None,
+        tail: Tail | None = None,
         consensus: ConsensusIndex | None = None,
         consensus_reader: ChainReader | None = None,
+        retry: RetryPolicy | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.reader = reader
@@ -134,26 +184,29 @@ class Follower:
         self.metrics = metrics
         self.consensus = consensus  # set on the consensus follower (publishes) and domain (waits)
         self.consensus_reader = consensus_reader
+        self.retry = retry or RetryPolicy()
+        self._tail = tail
         self._wall = wall_clock
         self._facts: OrderedDict[bytes, BlockFacts] = OrderedDict()
         self._headers: OrderedDict[bytes, Header] = OrderedDict()
+        self._todo: deque[Decision] = deque()  # decided by the tree, not yet applied
+        self._written: _Written | None = None
         confirmed = None
-        self._parent_ts: int | None = None
         if resume is not None:
-            confirmed = BlockRef(
-                resume.block_number,
-                BlockHash(hex_to_bytes(resume.hash, "resume hash")),
-                BlockHash(hex_to_bytes(resume.parent_hash, "resume parent hash")),
+            confirmed = _ref_of_row(resume)
+            self._written = _Written(
+                confirmed.number, confirmed.hash, confirmed.parent_hash, resume.timestamp_ms
             )
-            self._parent_ts = resume.timestamp_ms
         self.k = k
         self.resume_row = resume
         self.tree = ForkTree(k, confirmed)
         self.following = False
+        self._started = False
+        self.progress = 0  # heads handled: a retry loop resets its bounds on progress
 
     # -- resuming ------------------------------------------------------------------------------
 
-    async def verify_resume(self, tail: Callable[[int], Awaitable[list[Row]]]) -> None:
+    async def verify_resume(self) -> None:
         """Check that the last durable row is still canonical; repair the dataset if not.
 
         A reorg deeper than K while the daemon was down orphans durable rows: find the
@@ -163,60 +216,146 @@ class Follower:
         resume = self.resume_row
         if resume is None:
             return
-        client = self.reader.client
-        if await client.call("chain_getBlockHash", resume.block_number) == resume.hash:
+        if await self.reader.call("chain_getBlockHash", resume.block_number) == resume.hash:
             return
-        rows = await tail(2 * self.k + 64)
-        canonical = await client.call("chain_getBlockHash", [r.block_number for r in rows])
-        keep: Row | None = None
+        await self._repair("while stopped")
+
+    async def _repair(self, when: str) -> None:
+        """Rebuild the tree from the highest durable row the node's canonical chain has,
+        deleting the rows above it; on an empty dataset, start afresh."""
+        if self._tail is None and self._written is not None:
+            raise BlocktimesError(
+                f"{self.chain}: the best chain forks below the history kept ({when}) and "
+                "this follower cannot read the dataset back to repair it; run "
+                "'blocktimesd validate' and re-backfill the range"
+            )
+        rows = [] if self._tail is None else await self._tail(2 * self.k + 64)
+        if not rows:
+            log.warning(
+                "%s: the best chain forked below the first block followed, before any row "
+                "was written; starting afresh from the best block", self.chain,
+            )  # fmt: skip
+            self._reset(ForkTree(self.k), None)
+            return
+        canonical = await self.reader.call("chain_getBlockHash", [r.block_number for r in rows])
+        if not isinstance(canonical, list) or len(canonical) != len(rows):
+            raise MalformedAnswer(
+                f"{self.chain}: chain_getBlockHash for {len(rows)} numbers answered "
+                f"{type(canonical).__name__} of another length"
+            )
+        kept: list[Row] = []
         for row, block_hash in zip(rows, canonical, strict=True):
             if row.hash != block_hash:
                 break
-            keep = row
-        if keep is None:
+            kept.append(row)
+        if not kept:
             raise BlocktimesError(
                 f"{self.chain}: none of the last {len(rows)} durable rows is on the node's "
                 "canonical chain; check that the endpoint serves the same chain as the "
                 "dataset, or move the dataset aside"
             )
-        log.error(
-            "%s: REORG BEYOND CONFIRMATION while stopped: rows above #%d are orphaned; "
-            "deleting them and resuming from there",
-            self.chain, keep.block_number,
-        )  # fmt: skip
-        self.metrics.observe_reorg(self.chain, resume.block_number - keep.block_number, True)
-        await self.sink.delete_from(self.chain, keep.block_number + 1)
+        keep = kept[-1]
+        if keep is not rows[-1]:
+            log.error(
+                "%s: REORG BEYOND CONFIRMATION %s: rows above #%d are orphaned; deleting "
+                "them and resuming from there",
+                self.chain, when, keep.block_number,
+            )  # fmt: skip
+            self.metrics.observe_reorg(self.chain, rows[-1].block_number - keep.block_number, True)
+            await self.sink.delete_from(self.chain, keep.block_number + 1)
+            if self.consensus is not None and self.reader.kind is ChainKind.CONSENSUS:
+                await self.consensus.retract_above(keep.block_number)
+        refs = [_ref_of_row(r) for r in kept]
         self.resume_row = keep
-        self._parent_ts = keep.timestamp_ms
-        self.tree = ForkTree(
-            self.k,
-            BlockRef(
-                keep.block_number,
-                BlockHash(hex_to_bytes(keep.hash, "resume hash")),
-                BlockHash(hex_to_bytes(keep.parent_hash, "resume parent hash")),
-            ),
+        self._reset(ForkTree(self.k, refs), keep)
+
+    def _reset(self, tree: ForkTree, last: Row | None) -> None:
+        self.tree = tree
+        self._todo.clear()
+        self._written = (
+            None
+            if last is None
+            else _Written(
+                last.block_number,
+                hex_to_bytes(last.hash, "row hash"),
+                hex_to_bytes(last.parent_hash, "row parent hash"),
+                last.timestamp_ms,
+            )
         )
 
     # -- the loop ----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        client = self.reader.client
+        """Follow until cancelled.  Transient errors back off and retry; node faults
+        retry, fail over, then raise :class:`ChainStopped`; fatal errors raise."""
+        delays = self.retry.delays()
+        faults = 0
+        progress = self.progress
         while True:
             try:
-                await client.wait_ready()
-                heads = await client.subscribe(
-                    "chain_subscribeNewHeads", "chain_unsubscribeNewHeads"
-                )
-                async for head in heads:
-                    self._set_following(True)
-                    await self._on_head(Header.from_json(head))
+                await self.reader.client.wait_ready()
+                if not self._started:
+                    await self.reader.check_runtime()
+                    await self.verify_resume()
+                    self._started = True
+                await self._drain()  # work left by an error
+                await self._advance(self.tree.resume())
+                await self._follow_heads()
             except SubscriptionGap as gap:
                 log.info("%s: %s; the next head fills the gap", self.chain, gap.reason)
-            except (TransportError, RpcError) as exc:
-                log.warning("%s: %s; resubscribing", self.chain, exc)
-                await asyncio.sleep(0.5)
+                if self.progress != progress:
+                    progress = self.progress
+                    continue
+                await asyncio.sleep(next(delays))  # gaps without progress: do not spin
+            except Exception as exc:
+                outcome = self.retry.classify(exc)
+                if outcome is Outcome.FATAL:
+                    raise
+                if self.progress != progress:  # it went on for a while: a fresh start
+                    progress, faults, delays = self.progress, 0, self.retry.delays()
+                self.metrics.observe_retry(self.chain, outcome.value)
+                if outcome is Outcome.NODE_FAULT:
+                    faults += 1
+                    self._on_node_fault(exc, faults)
+                delay = next(delays)
+                # The RPC layer's errors name the chain already; the others do not.
+                what = str(exc).removeprefix(f"{self.chain}: ")
+                log.warning(
+                    "%s: %s (%s from %s); %d blocks waiting, retrying in %.1f s",
+                    self.chain, what, outcome.value, self._endpoint(), self._waiting(), delay,
+                )  # fmt: skip
+                await asyncio.sleep(delay)
             finally:
                 self._set_following(False)
+
+    def _on_node_fault(self, exc: BaseException, faults: int) -> None:
+        """Bounded: fail over every ``node_fault_limit`` faults, stop after trying every
+        endpoint that many times."""
+        limit = max(1, self.retry.node_fault_limit)
+        endpoints = len(self.reader.client.settings.endpoints)
+        if faults >= limit * (endpoints + 1):
+            raise ChainStopped(
+                f"{self.chain}: {faults} wrong answers in a row from "
+                f"{', '.join(redact_url(u) for u in self.reader.client.settings.endpoints)} "
+                f"(last: {exc}); the chain stops here. Check the node(s), or configure "
+                "another endpoint"
+            ) from exc
+        if faults % limit == 0:
+            self.reader.client.fail_over(f"{faults} wrong answers in a row: {exc}")
+
+    def _endpoint(self) -> str:
+        endpoint = self.reader.client.endpoint
+        return "no endpoint" if endpoint is None else redact_url(endpoint)
+
+    async def _follow_heads(self) -> None:
+        heads = await self.reader.client.subscribe(
+            "chain_subscribeNewHeads", "chain_unsubscribeNewHeads"
+        )
+        async for head in heads:
+            header = Header.from_json(head)
+            self._set_following(True)
+            await self._on_head(header)
+            self.progress += 1
 
     def _set_following(self, following: bool) -> None:
         if following != self.following:
@@ -224,49 +363,67 @@ class Follower:
             self.metrics.set_following(self.chain, following)
 
     async def _on_head(self, header: Header) -> None:
+        await self._drain()  # what an error left undone goes first
         facts = await self._facts_of(header)
         self.metrics.observe_head(self.chain, header.number, facts.timestamp_ms)
-        decisions = self.tree.set_best(BlockRef.of(header))
+        await self._advance(self.tree.set_best(BlockRef.of(header)))
+
+    async def _advance(self, decisions: list[Decision]) -> None:
+        """Apply the tree's decisions; answer its ``Need*`` until it asks for nothing."""
         while True:
+            need: NeedAncestor | NeedRange | None = None
             for decision in decisions:
-                await self._apply(decision)
-            if not any(isinstance(d, NeedAncestor | NeedRange) for d in decisions):
+                if isinstance(decision, NeedAncestor | NeedRange):
+                    need = decision  # always the last one
+                else:
+                    self._todo.append(decision)
+            await self._drain()
+            if need is None:
                 return
+            if isinstance(need, NeedRange):
+                await self._fill_range(need.first, need.last)
+            else:
+                self._remember(await self._known_header(need.hash, need.number))
+            self.progress += 1
             decisions = self.tree.resume()
 
-    async def _apply(self, decision: Decision) -> None:
-        if isinstance(decision, Confirmed):
-            await self._emit(decision.ref)
-        elif isinstance(decision, NeedRange):
-            await self._fill_range(decision.first, decision.last)
-        elif isinstance(decision, NeedAncestor):
-            header = await self.reader.header(decision.hash)
-            if header is None:
-                raise BlocktimesError(
-                    f"{self.chain}: the node does not know block {to_hex(decision.hash)} "
-                    f"(#{decision.number}), an ancestor of its own best block"
-                )
-            self._remember(header)
-        elif isinstance(decision, Reorg):
-            await self._on_reorg(decision)
-        elif isinstance(decision, ForkBelowHistory):
-            raise BlocktimesError(
-                f"{self.chain}: the best chain forks below block {decision.oldest_kept.number}, "
-                "deeper than the history kept; rows from there up may be orphaned. Run "
-                "'blocktimesd validate' and re-backfill that range"
-            )
+    async def _drain(self) -> None:
+        """Apply the queued decisions in order; each leaves the queue once applied."""
+        while self._todo:
+            self.metrics.set_rows_waiting(self.chain, self._waiting())
+            decision = self._todo[0]
+            if isinstance(decision, Confirmed):
+                await self._emit(decision.ref)
+            elif isinstance(decision, Reorg):
+                await self._on_reorg(decision)
+            elif isinstance(decision, ForkBelowHistory):
+                await self._repair("below the history kept")  # clears the queue
+                return
+            if self._todo and self._todo[0] is decision:
+                self._todo.popleft()
+            self.progress += 1
+        self.metrics.set_rows_waiting(self.chain, 0)
+
+    def _waiting(self) -> int:
+        return sum(1 for d in self._todo if isinstance(d, Confirmed))
 
     async def _fill_range(self, first: int, last: int) -> None:
         log.info("%s: filling blocks %d..%d", self.chain, first, last)
-        client = self.reader.client
-        hashes = await client.call("chain_getBlockHash", list(range(first, last + 1)))
-        wanted = [h for h in hashes if h is not None]
-        results = await client.call_many([("chain_getHeader", [h]) for h in wanted])
-        for result in results:
+        hashes = await self.reader.call("chain_getBlockHash", list(range(first, last + 1)))
+        if not isinstance(hashes, list) or len(hashes) != last - first + 1:
+            raise MalformedAnswer(
+                f"{self.chain}: chain_getBlockHash for #{first}..#{last} did not answer "
+                f"{last - first + 1} hashes"
+            )
+        wanted = [hex_to_bytes(h, "block hash") for h in hashes if h is not None]
+        results = await self.reader.call_many([("chain_getHeader", [to_hex(h)]) for h in wanted])
+        for block_hash, result in zip(wanted, results, strict=True):
             if isinstance(result, RpcError):
                 raise result
             if result is not None:
-                self._remember(Header.from_json(result))
+                header = Header.from_json(result)
+                verify_hash(header, block_hash, self.chain)
+                self._remember(header)
 
     async def _on_reorg(self, reorg: Reorg) -> None:
         log.info(
@@ -278,17 +435,20 @@ class Follower:
         await self.sink.put(reorg.record(self.chain, int(self._wall() * 1000)))
         if reorg.beyond_confirmation:
             # The repair rule: every row above the common ancestor is orphaned.
+            ancestor = reorg.common_ancestor
             log.error(
                 "%s: REORG BEYOND CONFIRMATION: confirmed blocks above #%d were orphaned; "
                 "deleting their rows and confirming the new chain from there",
-                self.chain, reorg.common_ancestor.number,
+                self.chain, ancestor.number,
             )  # fmt: skip
-            await self.sink.delete_from(self.chain, reorg.common_ancestor.number + 1)
+            await self.sink.delete_from(self.chain, ancestor.number + 1)
             if self.consensus is not None and self.reader.kind is ChainKind.CONSENSUS:
-                await self.consensus.retract_above(reorg.common_ancestor.number)
-            self._parent_ts = None  # fetched again for the common ancestor
+                await self.consensus.retract_above(ancestor.number)
+            written = self._written
+            if written is None or written.number > ancestor.number:
+                self._written = _Written(ancestor.number, ancestor.hash, ancestor.parent_hash, None)
 
-    # -- rows ---------------------------------------------------------------------------------
+    # -- blocks --------------------------------------------------------------------------------
 
     def _remember(self, header: Header) -> None:
         block_hash = header.hash()
@@ -308,28 +468,77 @@ class Follower:
         self._remember(header)
         return facts
 
-    async def _header(self, ref: BlockRef) -> Header:
-        header = self._headers.get(ref.hash)
-        if header is None:
-            header = await self.reader.header(ref.hash)
-            if header is None:
-                raise BlocktimesError(f"{self.chain}: block #{ref.number} vanished from the node")
-        return header
+    async def _known_header(self, block_hash: bytes, number: int) -> Header:
+        """A header the node must have (an ancestor or a confirmed block of its own best
+        chain); asked again a few times, since a node may announce a block before it
+        serves it."""
+        header = self._headers.get(block_hash)
+        if header is not None:
+            return header
+        for attempt in range(_REASKS):
+            header = await self.reader.header(block_hash)
+            if header is not None:
+                return header
+            if attempt + 1 < _REASKS:
+                await asyncio.sleep(_REASK_DELAY_S)
+        raise NodeFault(
+            f"{self.chain}: the node does not serve block {to_hex(block_hash)} (#{number}), "
+            "which its own best chain contains"
+        )
+
+    async def _parent_timestamp(self, ref: BlockRef) -> int | None:
+        """The timestamp of ``ref``'s parent, read for the parent's hash."""
+        written = self._written
+        if written is not None and written.hash == ref.parent_hash:
+            if written.timestamp_ms is not None:
+                return written.timestamp_ms
+        elif ref.number == 0:
+            return None
+        facts = self._facts.get(ref.parent_hash)
+        if facts is None:
+            parent = await self._known_header(ref.parent_hash, ref.number - 1)
+            facts = await self._facts_of(parent)
+        return facts.timestamp_ms
+
+    def _follows_written(self, ref: BlockRef) -> bool:
+        """The emission invariant: a row's parent is the row written before it."""
+        written = self._written
+        if written is None or (
+            ref.parent_hash == written.hash and ref.number == written.number + 1
+        ):
+            return True
+        self.metrics.observe_invariant_violation(self.chain)
+        log.error(
+            "%s: INTERNAL ERROR: block #%d %s does not follow the last row written (#%d %s); "
+            "refusing it and walking the chain again from the last row written",
+            self.chain, ref.number, to_hex(ref.hash)[:12], written.number,
+            to_hex(written.hash)[:12],
+        )  # fmt: skip
+        anchor = BlockRef(written.number, BlockHash(written.hash), BlockHash(written.parent_hash))
+        self.tree = ForkTree(self.k, anchor)
+        self._todo.clear()
+        return False
 
     async def _emit(self, ref: BlockRef) -> None:
-        facts = await self._facts_of(await self._header(ref))
-        if self._parent_ts is None and ref.number > 0:
-            parent = await self.reader.header(ref.parent_hash)
-            if parent is not None:
-                self._parent_ts = (await self.reader.facts(parent)).timestamp_ms
+        written = self._written
+        if written is not None and written.hash == ref.hash:
+            return  # already handed to the writer: a decision applied again
+        if not self._follows_written(ref):
+            return
+        facts = await self._facts_of(await self._known_header(ref.hash, ref.number))
         if facts.timestamp_ms is None:
             if ref.number != 0:
-                raise DecodeError(f"{self.chain}: block #{ref.number} has no Timestamp.Now")
-            return  # genesis has no timestamp: it has no row, and block 1 no delta
-        delta = delta_ms(facts.timestamp_ms, self._parent_ts)
+                raise MalformedAnswer(
+                    f"{self.chain}: block #{ref.number}: the node answered no Timestamp.Now"
+                )
+            # Genesis has no timestamp: it has no row, and block 1 no delta.
+            self._written = _Written(ref.number, ref.hash, ref.parent_hash, None)
+            return
+        delta = delta_ms(facts.timestamp_ms, await self._parent_timestamp(ref))
         consensus_hash = consensus_number = None
+        unresolved: Unresolved | None = None
         if self.reader.kind is ChainKind.AUTO_EVM:
-            consensus_hash, consensus_number = await self._map_to_consensus(facts)
+            consensus_hash, consensus_number, unresolved = await self._map_to_consensus(facts)
         row = Row(
             chain=self.chain,
             block_number=facts.number,
@@ -347,34 +556,69 @@ class Follower:
             spec_version=facts.spec_version,
             consensus_block_number=consensus_number,
         )
+        if unresolved is not None:
+            self.metrics.observe_unresolved_mapping(self.chain)
+            await self.sink.put(Reconciliation(self.chain, unresolved))
         await self.sink.put(row)
-        self._parent_ts = facts.timestamp_ms
+        self._written = _Written(ref.number, ref.hash, ref.parent_hash, facts.timestamp_ms)
         self.metrics.observe_confirmed(self.chain, facts.number, delta)
+        if delta is not None and delta <= 0:
+            self._flag(
+                row, "non_positive_delta", f"its timestamp is {-delta} ms before or at its parent's"
+            )
         if self.consensus is not None and self.reader.kind is ChainKind.CONSENSUS:
-            await self.consensus.confirmed(ref)
+            await self.consensus.confirmed(ref, facts.timestamp_ms)
 
-    @staticmethod
+    def _flag(self, row: Row, kind: str, what: str) -> None:
+        """A block written as the chain says, but that no honest chain makes."""
+        self.metrics.observe_anomaly(self.chain, kind)
+        log.warning(
+            "%s: block #%d %s: %s (%s); written as the chain says, flagged for validate",
+            self.chain, row.block_number, row.hash, what, kind,
+        )  # fmt: skip
+
+    # -- the domain's consensus source ---------------------------------------------------------
+
+    async def _canonical_is(self, reader: ChainReader, number: int, block_hash: bytes) -> bool:
+        """Whether the consensus node's canonical block ``number`` is ``block_hash``, asked
+        twice before answering no (one wrong answer does not orphan a block)."""
+        for attempt in range(2):
+            canonical = await reader.call("chain_getBlockHash", number)
+            if canonical == to_hex(block_hash):
+                return True
+            if attempt == 0:
+                await asyncio.sleep(_REASK_DELAY_S)
+        return False
+
     async def _confirmed_source(
-        source: bytes, index: ConsensusIndex, reader: ChainReader
+        self, source: bytes, index: ConsensusIndex, reader: ChainReader
     ) -> tuple[int | None, str | None]:
         """The number of consensus block ``source`` once it is confirmed, or why not."""
         number = index.number_of(source)
         if number is not None:
             return number, None
-        header = await reader.header(source)
+        header = None
+        for attempt in range(_REASKS):
+            header = await reader.header(source)
+            if header is not None:
+                break
+            if attempt + 1 < _REASKS:
+                await asyncio.sleep(_REASK_DELAY_S)
         if header is None:
             return None, "the consensus node does not know the block"
+        self.metrics.set_rows_waiting(self.chain, self._waiting())
         await index.wait_confirmed(header.number)
         number = index.number_of(source)
         if number is not None:
             return number, None
         # Confirmed before this process started following: ask the node's canonical chain.
-        canonical = await reader.client.call("chain_getBlockHash", header.number)
-        if canonical == to_hex(source):
+        if await self._canonical_is(reader, header.number, source):
             return header.number, None
         return None, "the consensus block was orphaned"
 
-    async def _map_to_consensus(self, facts: BlockFacts) -> tuple[str | None, int | None]:
+    async def _map_to_consensus(
+        self, facts: BlockFacts
+    ) -> tuple[str | None, int | None, Unresolved | None]:
         source = facts.consensus_hash
         reason = None
         number: int | None = None
@@ -392,7 +636,6 @@ class Follower:
         else:
             reason = "no consensus chain configured"
         if reason is not None:
-            self.metrics.observe_unresolved_mapping(self.chain)
             record = Unresolved(
                 chain=self.chain,
                 block_number=facts.number,
@@ -401,7 +644,23 @@ class Follower:
                 reason=reason,
                 detected_ts_ms=int(self._wall() * 1000),
             )
-            await self.sink.put(Reconciliation(self.chain, record))
-            return None, None
+            return None, None, record
         assert source is not None
-        return to_hex(source), number
+        if self.consensus is not None and facts.timestamp_ms is not None:
+            source_ts = self.consensus.timestamp_of(source)
+            if source_ts is not None and source_ts != facts.timestamp_ms:
+                self.metrics.observe_anomaly(self.chain, "timestamp_differs_from_consensus")
+                log.warning(
+                    "%s: block #%d: timestamp %d differs from its consensus block's %d "
+                    "(#%s); written as the chain says, flagged for validate",
+                    self.chain, facts.number, facts.timestamp_ms, source_ts, number,
+                )  # fmt: skip
+        return to_hex(source), number, None
+
+
+def _ref_of_row(row: Row) -> BlockRef:
+    return BlockRef(
+        row.block_number,
+        BlockHash(hex_to_bytes(row.hash, "resume hash")),
+        BlockHash(hex_to_bytes(row.parent_hash, "resume parent hash")),
+    )

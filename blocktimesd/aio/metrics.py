@@ -22,7 +22,14 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -137,6 +144,10 @@ class Metrics:
         clock: Callable[[], float] = time.time,
         version: str = __version__,
     ) -> None:
+        # No ``*_created`` series: they double the counter and histogram series and no
+        # dashboard or alert reads them.  prometheus_client decides this for the whole
+        # process, at every scrape; the daemon exports nothing but this registry.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self._clock = clock
         self._window_size = delta_window
         self._heads: dict[str, _Head] = {}
@@ -184,6 +195,31 @@ class Metrics:
             chain,
             registry=r,
         )
+        self.follower_retries = Counter(
+            "blocktimes_follower_retries",
+            "Work a follower had to redo, by what went wrong (transient, node fault)",
+            ["chain", "outcome"],
+            registry=r,
+        )
+        self.invariant_violations = Counter(
+            "blocktimes_row_invariant_violations",
+            "Rows refused because they did not follow the previous row (then re-walked)",
+            chain,
+            registry=r,
+        )
+        self.anomalies = Counter(
+            "blocktimes_block_anomalies",
+            "Blocks written as the chain says but flagged (non_positive_delta, "
+            "timestamp_differs_from_consensus)",
+            ["chain", "kind"],
+            registry=r,
+        )
+        self.rows_waiting = Gauge(
+            "blocktimes_rows_waiting",
+            "Confirmed blocks whose rows wait to be formed (e.g. for the consensus chain)",
+            chain,
+            registry=r,
+        )
         self.rows_written = Counter(
             "blocktimes_rows_written", "Rows written to Parquet files", chain, registry=r
         )
@@ -191,10 +227,25 @@ class Metrics:
             "blocktimes_files_written", "Parquet files completed", chain, registry=r
         )
         self.writer_queue_rows = Gauge(
-            "blocktimes_writer_queue_rows", "Rows waiting for the writer", registry=r
+            "blocktimes_writer_queue_rows",
+            "Items in the writer's queue (a batch of rows counts as one; see "
+            "blocktimes_writer_rows_pending for rows)",
+            registry=r,
         )
         self.writer_errors = Counter(
             "blocktimes_writer_errors", "Failed attempts to write a file", registry=r
+        )
+        self.writer_rows_pending = Gauge(
+            "blocktimes_writer_rows_pending",
+            "Rows the writer holds in memory, queued or buffered, not yet durable in a file",
+            chain,
+            registry=r,
+        )
+        self.writer_last_success = Gauge(
+            "blocktimes_writer_last_success_timestamp_seconds",
+            "When the writer last completed a write (or took DATA_DIR at start), in seconds "
+            "since the epoch",
+            registry=r,
         )
         self.rpc_requests = Counter(
             "blocktimes_rpc_requests",
@@ -212,6 +263,20 @@ class Metrics:
         self.rpc_reconnects = Counter(
             "blocktimes_rpc_reconnects", "Connections made after the first", chain, registry=r
         )
+        self.rpc_connect_failures = Counter(
+            "blocktimes_rpc_connect_failures",
+            "Connection attempts that did not become ready, by kind (refused, dns, timeout, "
+            "tls, handshake, network, invalid url, preflight, unusable, lost, internal)",
+            ["chain", "reason"],
+            registry=r,
+        )
+        self.rpc_dropped = Counter(
+            "blocktimes_rpc_dropped_connections",
+            "Connections the client dropped, by reason (fail over, stalled, timeouts, "
+            "protocol error, internal)",
+            ["chain", "reason"],
+            registry=r,
+        )
         r.register(_LiveCollector(self))
         self.up.set(1)
         self.build.info({"version": version, "python": platform.python_version()})
@@ -227,9 +292,12 @@ class Metrics:
             self.rows_written,
             self.files_written,
             self.rpc_reconnects,
+            self.invariant_violations,
         ):
             counter.labels(chain)
         self.following.labels(chain).set(0)
+        self.rows_waiting.labels(chain).set(0)
+        self.writer_rows_pending.labels(chain).set(0)
         self.block_delta.labels(chain)
         self.reorg_depth.labels(chain)
         self._windows.setdefault(chain, DeltaWindow(self._window_size))
@@ -268,6 +336,18 @@ class Metrics:
     def set_following(self, chain: str, following: bool) -> None:
         self.following.labels(chain).set(1 if following else 0)
 
+    def observe_retry(self, chain: str, outcome: str) -> None:
+        self.follower_retries.labels(chain, outcome).inc()
+
+    def observe_invariant_violation(self, chain: str) -> None:
+        self.invariant_violations.labels(chain).inc()
+
+    def observe_anomaly(self, chain: str, kind: str) -> None:
+        self.anomalies.labels(chain, kind).inc()
+
+    def set_rows_waiting(self, chain: str, rows: int) -> None:
+        self.rows_waiting.labels(chain).set(rows)
+
     # -- the writer ----------------------------------------------------------------------
 
     def observe_rows_written(self, chain: str, rows: int) -> None:
@@ -281,6 +361,13 @@ class Metrics:
 
     def observe_writer_error(self) -> None:
         self.writer_errors.inc()
+
+    def set_writer_rows_pending(self, chain: str, rows: int) -> None:
+        self.writer_rows_pending.labels(chain).set(rows)
+
+    def observe_writer_success(self) -> None:
+        """The writer completed a write now (the injected clock)."""
+        self.writer_last_success.set(self._clock())
 
     # -- the process ---------------------------------------------------------------------
 
@@ -306,3 +393,10 @@ class _RpcMetrics:
     def reconnected(self, endpoint: str) -> None:
         # The endpoint stays out of the labels: URLs can carry API keys.
         self._metrics.rpc_reconnects.labels(self._chain).inc()
+
+    def connect_failed(self, endpoint: str, reason: str) -> None:
+        # reason is one of a few fixed kinds; the endpoint stays out, as above.
+        self._metrics.rpc_connect_failures.labels(self._chain, reason).inc()
+
+    def dropped(self, endpoint: str, reason: str) -> None:
+        self._metrics.rpc_dropped.labels(self._chain, reason).inc()

@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from blocktimesd.aio.rpc import RpcClient
-from blocktimesd.errors import NodeUnusable, PrunedNode, RpcError, WrongChain
+from blocktimesd.errors import (
+    NodeUnusable,
+    Outcome,
+    PrunedNode,
+    RetryPolicy,
+    RpcError,
+    WrongChain,
+    classify,
+)
 
 __all__ = ["REQUIRED_METHODS", "NodeExpectations", "NodeInfo", "Preflight", "check_history"]
 
@@ -58,6 +66,37 @@ class NodeInfo:
     unsafe_allowed: bool
 
 
+_PREFLIGHT_CALLS: list[tuple[str, list[Any]]] = [
+    ("system_chain", []),
+    ("system_name", []),
+    ("system_version", []),
+    ("chain_getBlockHash", [0]),
+    ("state_getRuntimeVersion", []),
+    ("rpc_methods", []),
+]
+_ATTEMPTS = 4  # per preflight call, for the node's transient errors (busy, internal error)
+
+
+async def _call(
+    client: RpcClient, method: str, params: list[Any], first_error: RpcError | None = None
+) -> Any:
+    """One preflight call; the node's transient errors are asked again a few times
+    (with a short backoff) instead of costing the connection."""
+    error = first_error
+    delays = RetryPolicy(initial=0.1, cap=1.0).delays()
+    for attempt in range(_ATTEMPTS):
+        if error is not None:
+            if classify(error) is not Outcome.TRANSIENT or attempt == _ATTEMPTS - 1:
+                raise error
+            await asyncio.sleep(next(delays))
+        try:
+            return await client.call(method, *params)
+        except RpcError as exc:
+            error = exc
+    assert error is not None
+    raise error
+
+
 class Preflight:
     """The ``on_connect`` hook of an :class:`RpcClient`; remembers what it found."""
 
@@ -67,21 +106,14 @@ class Preflight:
         self.info: NodeInfo | None = None
 
     async def __call__(self, client: RpcClient) -> None:
-        url = client.endpoint or "?"
+        url = client.shown_endpoint or "?"
         results = await client.call_many(
-            [
-                ("system_chain", []),
-                ("system_name", []),
-                ("system_version", []),
-                ("chain_getBlockHash", [0]),
-                ("state_getRuntimeVersion", []),
-                ("rpc_methods", []),
-            ],
+            _PREFLIGHT_CALLS,
             batch_size=1,  # pipelined: a node runs a batch's calls one after another
         )
-        for result in results:
+        for at, result in enumerate(results):
             if isinstance(result, RpcError):
-                raise result
+                results[at] = await _call(client, *_PREFLIGHT_CALLS[at], first_error=result)
         chain_name, node_name, node_version, genesis, version, methods_obj = results
         expect = self.expect
         if expect.chain_name is not None and chain_name != expect.chain_name:
@@ -133,7 +165,7 @@ class Preflight:
     async def _wait_while_syncing(self, client: RpcClient, url: str) -> None:
         waited_since = time.monotonic()
         while True:
-            health: Any = await client.call("system_health")
+            health: Any = await _call(client, "system_health", [])
             if not (isinstance(health, dict) and health.get("isSyncing")):
                 return
             waited = time.monotonic() - waited_since
@@ -152,7 +184,7 @@ class Preflight:
     @staticmethod
     async def _unsafe_allowed(client: RpcClient, genesis: str) -> bool:
         try:
-            await client.call("state_queryStorage", [], genesis, genesis)
+            await _call(client, "state_queryStorage", [[], genesis, genesis])
         except RpcError:
             return False
         return True
@@ -160,7 +192,7 @@ class Preflight:
 
 async def check_history(client: RpcClient, number: int, label: str) -> None:
     """Raise :class:`PrunedNode` unless the node keeps block ``number``'s state and body."""
-    url = client.endpoint or "?"
+    url = client.shown_endpoint or "?"
     block_hash = await client.call("chain_getBlockHash", number)
     if block_hash is None:
         best = await client.call("chain_getHeader")

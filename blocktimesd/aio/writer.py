@@ -34,7 +34,22 @@ writer takes nothing more from the queue, so the queue fills and producers wait 
 ``put`` (backpressure reaches the chain followers, which fall behind and catch up
 later).  Each operation is safe to repeat (a failed temp file is removed, a rename
 that happened is not redone, a partial JSON line is cut off), so nothing is lost or
-duplicated, and files already written are never touched.
+duplicated, and files already written are never touched.  The observer hears how many
+rows of each chain the writer holds (queued or buffered, not yet durable) and when a
+write last succeeded, so a writer that cannot write shows on the metrics and readiness.
+
+One writer per DATA_DIR.  :meth:`ParquetWriter.start` takes an exclusive ``flock`` on
+``DATA_DIR/.writer.lock``.  A lock lives on a file, not on a path: if the file is removed
+or replaced (``rm -rf DATA_DIR`` under a running daemon), a second writer can take a new
+one.  So before every operation the writer checks that the lock path still names the
+file it locked, and when it does not, it stops with :class:`LockLost` (fatal) without
+writing again.
+
+Start-up and resume.  An error taking DATA_DIR is :class:`DataDirUnusable` (exit code 2:
+the operator must fix the path) or :class:`StorageError`.  :func:`last_durable_row` and
+:func:`durable_tail` trust a file's name only once its footer agrees (row count,
+``block_number`` statistics); a file that cannot be read or disagrees is
+:class:`InvalidDataFile`, naming the file and the fix, never a pyarrow traceback.
 """
 
 from __future__ import annotations
@@ -49,7 +64,7 @@ import os
 import random
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from operator import attrgetter
@@ -67,6 +82,7 @@ from blocktimesd.core.rotation import (
     REORGS,
     ROWS,
     Batch,
+    FileSpan,
     RollReason,
     RotationPolicy,
     Rotator,
@@ -76,10 +92,19 @@ from blocktimesd.core.rotation import (
     parse_file_name,
     reorg_partition,
     row_partition,
+    span_disagreement,
     temp_name,
 )
 from blocktimesd.core.rows import COLUMNS, ReorgRecord, Row
-from blocktimesd.errors import DataDirInUse, StorageError, WriterClosed
+from blocktimesd.errors import (
+    BlocktimesError,
+    DataDirInUse,
+    DataDirUnusable,
+    InvalidDataFile,
+    LockLost,
+    StorageError,
+    WriterClosed,
+)
 
 __all__ = [
     "REORG_SCHEMA",
@@ -93,8 +118,11 @@ __all__ = [
     "WriterObserver",
     "WriterSettings",
     "WriterStatus",
+    "check_data_files",
+    "durable_tail",
     "last_durable",
     "last_durable_row",
+    "read_error",
 ]
 
 log = logging.getLogger(__name__)
@@ -247,6 +275,12 @@ class WriterObserver(Protocol):
 
     def queue_length(self, items: int) -> None: ...
 
+    def rows_pending(self, chain: str, rows: int) -> None:
+        """``chain`` has ``rows`` rows put and not yet durable (queued or buffered)."""
+
+    def write_succeeded(self) -> None:
+        """DATA_DIR was taken, or an operation completed: the writer can write."""
+
 
 class _NullObserver:
     def file_written(self, dataset: str, chain: str, rows: int) -> None:
@@ -264,6 +298,12 @@ class _NullObserver:
     def queue_length(self, items: int) -> None:
         pass
 
+    def rows_pending(self, chain: str, rows: int) -> None:
+        pass
+
+    def write_succeeded(self) -> None:
+        pass
+
 
 # -- the filesystem, tables, files -------------------------------------------------------
 
@@ -278,8 +318,11 @@ class Files:
             missing.append(path)
             path = path.parent
         for directory in reversed(missing):
-            with contextlib.suppress(FileExistsError):
+            try:
                 os.mkdir(directory)
+            except FileExistsError:
+                if not directory.is_dir():  # a file in the way: name it, not a path below
+                    raise
             self.fsync_dir(directory.parent)
 
     def write_new(self, path: Path, data: bytes) -> None:
@@ -395,40 +438,39 @@ def last_durable(data_dir: Path | str, chain: str) -> tuple[int, str] | None:
 def last_durable_row(data_dir: Path | str, chain: str) -> Row | None:
     """The row of ``chain`` with the highest block number on disk, or None.
 
-    File names give the candidate file; only its last row group is read.  Temp files
-    and strangers are ignored.
+    File names give the candidate file; its footer must agree with its name (else
+    :class:`InvalidDataFile`), and only its last row group is read.  Temp files and
+    strangers are ignored.  A filesystem error is a :class:`StorageError`
+    (:class:`DataDirUnusable` for permissions and paths).
     """
-    files = Files()
-    best: tuple[int, Path] | None = None
-    for directory in _chain_dirs(Path(data_dir), files, check_chain(chain)):
-        for name in files.listdir(directory):
-            span = parse_file_name(name)
-            if span is not None and (best is None or span.last > best[0]):
-                best = (span.last, directory / name)
-    if best is None:
+    data_dir = Path(data_dir)
+    spans = _data_files(data_dir, check_chain(chain))
+    if not spans:
         return None
-    with pq.ParquetFile(best[1]) as parquet:
+    span, path = max(spans, key=lambda found: found[0].last)
+    check_data_files([path], data_dir)
+    with _reading(path, data_dir), pq.ParquetFile(path) as parquet:
         table = parquet.read_row_group(parquet.metadata.num_row_groups - 1)
-    at = pc.index(table["block_number"], pc.max(table["block_number"])).as_py()
+        if pc.max(table["block_number"]).as_py() != span.last:  # not sorted: read it all
+            table = parquet.read()
+    at = pc.index(table["block_number"], span.last).as_py()
     return Row(*(table[name][at].as_py() for name in COLUMNS))
 
 
 def durable_tail(data_dir: Path | str, chain: str, count: int) -> list[Row]:
     """Up to ``count`` rows of ``chain`` with the highest block numbers, ascending.
 
-    Read from the files with the highest block numbers only; used on resume to find
-    where the dataset and the node's canonical chain last agree.
+    Read from the files with the highest block numbers only, each checked as in
+    :func:`last_durable_row`; used on resume to find where the dataset and the node's
+    canonical chain last agree.
     """
-    files = Files()
-    spans: list[tuple[int, Path]] = []
-    for directory in _chain_dirs(Path(data_dir), files, check_chain(chain)):
-        for name in files.listdir(directory):
-            span = parse_file_name(name)
-            if span is not None:
-                spans.append((span.last, directory / name))
+    data_dir = Path(data_dir)
     rows: list[Row] = []
-    for _, path in sorted(spans, reverse=True):
-        table = pq.read_table(path)
+    files = _data_files(data_dir, check_chain(chain))
+    for _, path in sorted(files, key=lambda found: found[0].last, reverse=True):
+        check_data_files([path], data_dir)
+        with _reading(path, data_dir):
+            table = pq.read_table(path, partitioning=None)
         rows.extend(
             Row(*values) for values in zip(*(table[c].to_pylist() for c in COLUMNS), strict=True)
         )
@@ -438,23 +480,176 @@ def durable_tail(data_dir: Path | str, chain: str, count: int) -> list[Row]:
     return rows[-count:]
 
 
+def _data_files(data_dir: Path, chain: str) -> list[tuple[FileSpan, Path]]:
+    """``chain``'s data files, by the spans their names give (unchecked)."""
+    files = Files()
+    found: list[tuple[FileSpan, Path]] = []
+    try:
+        for directory in _chain_dirs(data_dir, files, chain):
+            for name in files.listdir(directory):
+                span = parse_file_name(name)
+                if span is not None:
+                    found.append((span, directory / name))
+    except OSError as exc:
+        raise _path_error(exc, data_dir, "read") from exc
+    return found
+
+
+def check_data_files(paths: Sequence[Path], data_dir: Path) -> None:
+    """Check that each data file can be read and that its footer agrees with its name.
+
+    Only the footers are read (row count, ``block_number`` statistics).  Every file that
+    cannot be trusted is named in one :class:`InvalidDataFile`; a filesystem error (no
+    permission, ...) raises a :class:`StorageError` at once.
+    """
+    bad: list[tuple[Path, str]] = []
+    for path in paths:
+        try:
+            problem = _inspect_data_file(path)
+        except OSError as exc:
+            raise _path_error(_naming(exc, path), data_dir, "read") from exc
+        if problem is not None:
+            bad.append((path, problem))
+    if bad:
+        raise _invalid_files(bad, data_dir)
+
+
+def _inspect_data_file(path: Path) -> str | None:
+    """Why the data file ``path`` cannot be trusted, or None.
+
+    Raises :class:`OSError` (with an errno) when the filesystem fails; a file that is
+    not Parquet, is truncated or disagrees with its name is a problem, not an error.
+    """
+    span = parse_file_name(path.name)
+    if span is None:
+        return "its name is not part-<first>-<last>-<token>.parquet (the daemon ignores it)"
+    try:
+        meta = pq.read_metadata(path)
+        names = meta.schema.names
+        if "block_number" not in names:
+            return "it has no block_number column"
+        first, last = _block_range(path, meta, names.index("block_number"))
+    except OSError as exc:
+        if exc.errno is not None:
+            raise
+        return f"it cannot be read as Parquet ({exc})"  # pyarrow's own IOError
+    except (pa.ArrowException, ValueError) as exc:
+        return f"it cannot be read as Parquet ({exc})"
+    return span_disagreement(span, meta.num_rows, first, last)
+
+
+def _block_range(path: Path, meta: Any, column: int) -> tuple[int | None, int | None]:
+    """The lowest and highest block_number: from the statistics, else from the column."""
+    lows: list[int] = []
+    highs: list[int] = []
+    for index in range(meta.num_row_groups):
+        group = meta.row_group(index)
+        if group.num_rows == 0:
+            continue
+        stats = group.column(column).statistics
+        if stats is None or not stats.has_min_max:
+            numbers = pq.read_table(path, columns=["block_number"])["block_number"]
+            low, high = pc.min(numbers).as_py(), pc.max(numbers).as_py()
+            return low, high
+        lows.append(stats.min)
+        highs.append(stats.max)
+    return (min(lows), max(highs)) if lows else (None, None)
+
+
+def _invalid_files(bad: Sequence[tuple[Path, str]], data_dir: Path) -> InvalidDataFile:
+    shown = "; ".join(f"{path}: {problem}" for path, problem in bad[:10])
+    more = f" (and {len(bad) - 10} more)" if len(bad) > 10 else ""
+    which, it = ("this file", "it") if len(bad) == 1 else (f"these {len(bad)} files", "them")
+    return InvalidDataFile(
+        f"cannot trust {which} in {data_dir}: {shown}{more}. Move {it} out of {data_dir} "
+        f"(or delete {it}), then run "
+        "`blocktimesd validate`: the daemon fetches the blocks after the last durable one "
+        "again, and `blocktimesd backfill` fills any other gap left",
+        path=str(bad[0][0]),
+    )
+
+
+@contextlib.contextmanager
+def _reading(path: Path, data_dir: Path) -> Iterator[None]:
+    """Turn the errors of reading a data file into :class:`StorageError`\\ s."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno is None:
+            raise _invalid_files([(path, f"it cannot be read ({exc})")], data_dir) from exc
+        raise _path_error(_naming(exc, path), data_dir, "read") from exc
+    except (pa.ArrowException, ValueError) as exc:
+        raise _invalid_files([(path, f"it cannot be read ({exc})")], data_dir) from exc
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """``exc`` with ``path`` as its file name: pyarrow's errors carry the errno only."""
+    if exc.filename is not None or exc.errno is None:
+        return exc
+    return OSError(exc.errno, os.strerror(exc.errno), str(path))
+
+
+# Errors of the path itself (permissions, a file in the way, a read-only filesystem):
+# the operator must fix the configuration, so they end a command with exit code 2.
+_PATH_ERRNOS = frozenset(
+    {
+        errno.EACCES,
+        errno.EPERM,
+        errno.EROFS,
+        errno.ENOTDIR,
+        errno.EEXIST,
+        errno.EISDIR,
+        errno.ENOENT,
+        errno.ELOOP,
+        errno.ENAMETOOLONG,
+    }
+)
+
+
+def _fix(code: int, path: str, data_dir: Path, access: str) -> str:
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return f"free space (or raise the quota) on the filesystem holding {data_dir}"
+    if code in (errno.EACCES, errno.EPERM):
+        who = "the daemon's user" if access == "write" else "the user running blocktimesd"
+        return f"give {who} {access} permission on {Path(path).parent} and below"
+    if code in (errno.ENOTDIR, errno.EEXIST):
+        return f"{path} or a parent is not a directory: move it or point DATA_DIR elsewhere"
+    if code == errno.EROFS:
+        return f"remount the filesystem read-write or point DATA_DIR elsewhere than {data_dir}"
+    return f"check the disk and the filesystem holding {data_dir}"
+
+
 def _storage_error(exc: OSError, data_dir: Path) -> StorageError:
+    """A write of the running writer failed: it keeps the rows and retries."""
     path = exc.filename or str(data_dir)
     code = exc.errno or 0
-    name = errno.errorcode.get(code, "?")
-    if code in (errno.ENOSPC, errno.EDQUOT):
-        fix = f"free space (or raise the quota) on the filesystem holding {data_dir}"
-    elif code in (errno.EACCES, errno.EPERM):
-        fix = f"give the daemon's user write permission on {Path(path).parent} and below"
-    elif code in (errno.ENOTDIR, errno.EEXIST):
-        fix = f"{path} or a parent is not a directory: move it or point DATA_DIR elsewhere"
-    elif code == errno.EROFS:
-        fix = f"remount the filesystem read-write or point DATA_DIR elsewhere than {data_dir}"
-    else:
-        fix = f"check the disk and the filesystem holding {data_dir}"
     return StorageError(
-        f"cannot write {path}: {exc.strerror} ({name}); {fix}. Rows are kept in memory and "
-        "writing resumes by itself once fixed; producers wait while the queue is full",
+        f"cannot write {path}: {exc.strerror} ({errno.errorcode.get(code, '?')}); "
+        f"{_fix(code, path, data_dir, 'write')}. Rows are kept in memory and writing resumes "
+        "by itself once fixed; producers wait while the queue is full",
+        path=str(path),
+        errno=code,
+    )
+
+
+def read_error(exc: OSError, data_dir: Path) -> StorageError:
+    """The error to raise when reading ``data_dir`` fails with ``exc``: a
+    :class:`DataDirUnusable` (exit code 2) for permissions and paths, else a
+    :class:`StorageError`; the message names the path and the fix."""
+    return _path_error(exc, data_dir, "read")
+
+
+def _path_error(exc: OSError, data_dir: Path, action: str, *, start: bool = False) -> StorageError:
+    """Taking DATA_DIR at start-up (``start``, ``action`` "write") or reading it failed:
+    nothing is retried, so the message says what to fix, and a path problem is
+    :class:`DataDirUnusable`."""
+    path = exc.filename or str(data_dir)
+    code = exc.errno or 0
+    kind = DataDirUnusable if code in _PATH_ERRNOS else StorageError
+    where = f"DATA_DIR {data_dir} cannot be used: " if start else ""
+    return kind(
+        f"{where}cannot {action} {path}: {exc.strerror} ({errno.errorcode.get(code, '?')}); "
+        f"{_fix(code, path, data_dir, action)}",
         path=str(path),
         errno=code,
     )
@@ -531,6 +726,8 @@ class ParquetWriter:
         self._close_started = False
         self._closed = asyncio.Event()
         self._failing_since: float | None = None
+        # Rows of each chain put and not yet durable (queued, buffered or being written).
+        self._pending: dict[str, int] = {}
         self.status = WriterStatus.NEW
         self.error: StorageError | None = None  # the current write failure, if any
 
@@ -542,6 +739,7 @@ class ParquetWriter:
             return
         await asyncio.to_thread(self._prepare)
         self.status = WriterStatus.RUNNING
+        self._observer.write_succeeded()  # it created DATA_DIR's lock: it can write
         self._task = asyncio.create_task(self._run(), name="parquet-writer")
         self._task.add_done_callback(self._on_done)
 
@@ -599,6 +797,14 @@ class ParquetWriter:
         if self._stopping or self._task is None or self._task.done():
             raise WriterClosed(f"the writer of {self.data_dir} is {self.status}")
         await self._queue.put(item)
+        if isinstance(item, Row):
+            self._count_pending(item.chain, 1)
+        elif isinstance(item, list) and item:
+            if item[0].chain == item[-1].chain and len(set(map(_CHAIN, item))) == 1:
+                self._count_pending(item[0].chain, len(item))
+            else:
+                for chain, rows in Counter(map(_CHAIN, item)).items():
+                    self._count_pending(chain, rows)
 
     async def flush(self) -> None:
         """Return once everything put before this call is durable."""
@@ -612,6 +818,15 @@ class ParquetWriter:
     @property
     def queued(self) -> int:
         return self._queue.qsize()
+
+    @property
+    def pending_rows(self) -> dict[str, int]:
+        """Rows of each chain put and not yet durable: queued, buffered or being written."""
+        return dict(self._pending)
+
+    def _count_pending(self, chain: str, rows: int) -> None:
+        self._pending[chain] = held = self._pending.get(chain, 0) + rows
+        self._observer.rows_pending(chain, held)
 
     @property
     def buffered_rows(self) -> int:
@@ -682,6 +897,8 @@ class ParquetWriter:
             self._ops.append(_Append(path, item.line))
         elif isinstance(item, DeleteFrom):
             dropped = self._rows.discard_from(ROWS, item.chain, item.block_number)
+            if dropped:
+                self._count_pending(item.chain, -dropped)
             self._ops.append(_Delete(item.chain, item.block_number, dropped))
         elif isinstance(item, Flush):
             self._schedule(RollReason.FLUSH)
@@ -726,11 +943,13 @@ class ParquetWriter:
                 # Serializing and fsyncing block; a thread keeps the event loop responsive.
                 await asyncio.to_thread(self._apply, op)
                 self._report(op)
+                self._observer.write_succeeded()
             self._ops.popleft()
 
     # -- operations (in a worker thread) -------------------------------------------------
 
     def _apply(self, op: _WriteFile | _Append | _Delete) -> None:
+        self._check_lock()
         if isinstance(op, _WriteFile):
             self._write_file(op)
         elif isinstance(op, _Append):
@@ -805,8 +1024,20 @@ class ParquetWriter:
                     span = parse_file_name(name)
                     if span is None or span.last < op.number:
                         continue
-                    victims.append((span.first, directory / name))
-                    table = self._files.read_table(directory / name)
+                    path = directory / name
+                    victims.append((span.first, path))
+                    # A file that cannot be trusted stops the repair (fatal) before any
+                    # file is removed; a filesystem error is retried like any write.
+                    if (problem := _inspect_data_file(path)) is not None:
+                        raise _invalid_files([(path, problem)], self.data_dir)
+                    try:
+                        table = self._files.read_table(path)
+                    except OSError as exc:
+                        if exc.errno is not None:
+                            raise
+                        raise _invalid_files([(path, str(exc))], self.data_dir) from exc
+                    except (pa.ArrowException, ValueError) as exc:
+                        raise _invalid_files([(path, str(exc))], self.data_dir) from exc
                     kept = table.filter(pc.less(table["block_number"], op.number))
                     rows += table.num_rows - kept.num_rows
                     if kept.num_rows:
@@ -816,7 +1047,7 @@ class ParquetWriter:
                         data = _encode(kept.cast(ROW_SCHEMA), self.settings.row_group_rows)
                         temp = self._write_temp(directory, target.name, data)
                         survivors.append((temp, target))
-        except OSError:
+        except BaseException:
             for temp, _ in survivors:
                 self._discard(temp)
             raise
@@ -829,6 +1060,8 @@ class ParquetWriter:
         if isinstance(op, _WriteFile):
             part, rows = op.batch.partition, len(op.batch.items)
             self._observer.file_written(part.dataset, part.chain, rows)
+            if part.dataset == ROWS:
+                self._count_pending(part.chain, -rows)
             self._log.info(
                 "%s: wrote %s (%d rows, blocks %d-%d, %s)",
                 part.chain, op.published, rows, op.batch.first, op.batch.last, op.batch.reason,
@@ -871,7 +1104,12 @@ class ParquetWriter:
     def _on_done(self, task: asyncio.Task[None]) -> None:
         self._stopping = True
         if not task.cancelled() and (exc := task.exception()) is not None:
-            self._log.critical("writer stopped: %r", exc)
+            self._log.critical(
+                "writer stopped: %s; %d rows not yet in files are not written (the next "
+                "start fetches them again from the last durable block)",
+                exc if isinstance(exc, BlocktimesError) else repr(exc),
+                sum(self._pending.values()),
+            )
         self._abandon_queue()
 
     def _abandon_queue(self) -> None:
@@ -905,7 +1143,7 @@ class ParquetWriter:
                         removed += 1
         except OSError as exc:
             self._release_lock()
-            raise _storage_error(exc, self.data_dir) from exc
+            raise _path_error(exc, self.data_dir, "write", start=True) from exc
         if removed:
             self._log.info(
                 "removed %d temp files left in %s by an interrupted write", removed, self.data_dir
@@ -921,6 +1159,28 @@ class ParquetWriter:
                 f"another process writes to {self.data_dir}; run one blocktimesd per DATA_DIR"
             ) from None
         self._lock_fd = fd
+
+    def _check_lock(self) -> None:
+        """Raise :class:`LockLost` unless the lock path still names the file locked at start."""
+        fd = self._lock_fd  # read once: close() may release it meanwhile
+        if fd is None:
+            raise WriterClosed(f"the writer of {self.data_dir} released its lock")
+        held = os.fstat(fd)
+        path = self.data_dir / LOCK_NAME
+        try:
+            now = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            now = None
+        if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+            return
+        raise LockLost(
+            f"the lock file {path} was {'removed' if now is None else 'replaced'} while this "
+            f"writer held it (was {self.data_dir} deleted or moved?): another blocktimesd may "
+            "now write there, so this one stops before writing again. Make sure one "
+            f"blocktimesd runs per DATA_DIR, restore {self.data_dir} if it was moved by "
+            "mistake, and start the daemon again: it resumes after the last durable block",
+            path=str(path),
+        )
 
     def _release_lock(self) -> None:
         if self._lock_fd is not None:

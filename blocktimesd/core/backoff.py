@@ -1,8 +1,9 @@
 """Reconnect delays and request pacing, as pure functions of what they are given.
 
 :func:`backoff` yields the delay before each reconnection attempt: exponential with
-full jitter, capped; a caller that connects successfully starts a fresh generator
-(the reset).  :class:`TokenBucket` spaces requests to a rate, with time passed in.
+full jitter, capped.  :class:`EndpointSchedule` turns it into the decision an RPC
+client needs after each attempt: which endpoint next, and after how long.
+:class:`TokenBucket` spaces requests to a rate, with time passed in.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 
-__all__ = ["TokenBucket", "backoff"]
+__all__ = ["EndpointSchedule", "TokenBucket", "backoff"]
 
 
 def backoff(
@@ -29,6 +30,82 @@ def backoff(
     while True:
         yield draw(delay / 2, delay)
         delay = min(delay * factor, cap)
+
+
+class EndpointSchedule:
+    """Which endpoint to try next, and after how long.
+
+    Endpoints are taken in turn: after an attempt ends (failed, lost, or given up on by
+    the caller), the next one, since the one that just failed is the least likely to
+    work at once.  The delays come from :func:`backoff`, one per ended attempt, and
+    start again from 0 only after a connection held for ``stable_after`` seconds
+    (default: ``cap``): a node that accepts and then drops every connection at once is
+    retried at growing intervals, never in a tight loop.  A fail-over to the only
+    endpoint there is always waits (it is the node that was found wrong).  An endpoint
+    whose URL cannot work is retired: never tried again.
+    """
+
+    __slots__ = (
+        "_cap",
+        "_delays",
+        "_factor",
+        "_index",
+        "_initial",
+        "_retired",
+        "_rng",
+        "size",
+        "stable_after",
+    )
+
+    def __init__(
+        self,
+        endpoints: int,
+        initial: float = 0.5,
+        factor: float = 2.0,
+        cap: float = 30.0,
+        rng: random.Random | None = None,
+        stable_after: float | None = None,
+    ) -> None:
+        if endpoints < 1:
+            raise ValueError("a schedule needs at least one endpoint")
+        self.size = endpoints
+        self._initial, self._factor, self._cap, self._rng = initial, factor, cap, rng
+        self.stable_after = cap if stable_after is None else stable_after
+        self._delays = backoff(initial, factor, cap, rng)
+        next(self._delays)  # the first attempt goes at once
+        self._index = 0
+        self._retired: set[int] = set()
+
+    @property
+    def current(self) -> int:
+        """The endpoint of the attempt under way (0 at first)."""
+        return self._index
+
+    @property
+    def exhausted(self) -> bool:
+        """Every endpoint is retired: there is nothing left to try."""
+        return len(self._retired) == self.size
+
+    def retire(self, index: int) -> None:
+        """Never try this endpoint again (its URL cannot work)."""
+        self._retired.add(index)
+
+    def after(self, held: float | None, fail_over: bool = False) -> tuple[int, float]:
+        """The attempt on :attr:`current` ended; ``held`` is how long its connection
+        was usable (None if it never was).  Returns the endpoint to try next and the
+        delay before it, in seconds."""
+        if self.exhausted:
+            raise ValueError("every endpoint is retired")
+        if held is not None and held >= self.stable_after:
+            self._delays = backoff(self._initial, self._factor, self._cap, self._rng)
+        delay = next(self._delays)
+        if fail_over and self.size - len(self._retired) == 1 and delay == 0:
+            delay = next(self._delays)
+        index = (self._index + 1) % self.size
+        while index in self._retired:
+            index = (index + 1) % self.size
+        self._index = index
+        return index, delay
 
 
 class TokenBucket:

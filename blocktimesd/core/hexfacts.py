@@ -4,7 +4,8 @@ A backfill reads tens of thousands of headers per second; building a :class:`Hea
 and decoding its digest items (the consensus pre-digest carries a whole solution) would
 cost more than the rest of a row.  :func:`digest_facts` converts each of
 ``header.digest.logs`` with one ``bytes.fromhex`` and reads only the bytes it needs;
-:func:`timestamp` and :func:`bundle_count` read storage values the same way.
+:func:`timestamp` and :func:`bundle_count` read storage values the same way, and
+:func:`header_facts` computes a header's hash from the same bytes.
 
 They accept and refuse exactly what ``Header.from_json`` and the decoders of
 :mod:`blocktimesd.core.decode` accept and refuse (the tests check both on the same
@@ -15,15 +16,22 @@ refused here is refused again by the byte decoder, so the error reads the same.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from blocktimesd.core import decode
 from blocktimesd.core.header import DigestItem, hex_to_bytes
-from blocktimesd.core.scale import decode_compact
+from blocktimesd.core.scale import compact, decode_compact
 from blocktimesd.errors import DecodeError
 
-__all__ = ["DigestFacts", "bundle_count", "digest_facts", "timestamp"]
+__all__ = [
+    "DigestFacts",
+    "bundle_count",
+    "digest_facts",
+    "header_facts",
+    "timestamp",
+]
 
 # DigestItem kinds: Other (payload), Consensus, Seal, PreRuntime (engine id, payload),
 # RuntimeEnvironmentUpdated (nothing); and the engines whose items carry the facts.
@@ -39,8 +47,11 @@ class DigestFacts(NamedTuple):
     consensus_hash: str | None  # domain: the 0x-hex hash in the ``RGTR`` pre-runtime item
 
 
-def digest_facts(logs: Sequence[str]) -> DigestFacts:
-    """Every digest fact of a header, in one pass over its logs."""
+def digest_facts(
+    logs: Sequence[str], hash_into: Callable[[bytes], object] | None = None
+) -> DigestFacts:
+    """Every digest fact of a header, in one pass over its logs; each log's bytes also go
+    to ``hash_into`` when given (see :func:`header_facts`)."""
     slot: int | None = None
     segments = 0
     updated = False
@@ -52,6 +63,8 @@ def digest_facts(logs: Sequence[str]) -> DigestFacts:
             if log[:2] != "0x":
                 raise _refused(log)
             data = fromhex(log[2:])  # validates the hex, as hex_to_bytes does
+            if hash_into is not None:
+                hash_into(data)
             kind = data[0]
             if 3 < kind < 7:  # Consensus, Seal, PreRuntime
                 # The payload's compact length must reach exactly the end of the item.
@@ -116,6 +129,57 @@ def _refused(log: Any) -> DecodeError:
         return exc if data is None else DecodeError(f"digest log {log!r:.40}: {exc}")
     # Not reached while the checks above agree with the byte decoder (the tests check).
     return DecodeError(f"digest log {log!r:.40}: not one digest item")
+
+
+def header_facts(obj: Any) -> tuple[int, str, str, DigestFacts]:
+    """What a row needs of a header as a node sends it (``chain_getHeader``'s object): its
+    number, its hash and its parent's hash (lower-case 0x-hex), and its digest facts.
+
+    The hash is the blake2-256 of the header's SCALE encoding, as
+    ``Header.from_json(obj).hash()`` gives it, put together from the hex with each log
+    converted once (by :func:`digest_facts`).  Raises :class:`DecodeError` wherever
+    ``Header.from_json`` does, and wherever :func:`digest_facts` refuses a log.
+    """
+    try:
+        number_text, parent = obj["number"], obj["parentHash"]
+        state_root, extrinsics_root = obj["stateRoot"], obj["extrinsicsRoot"]
+        logs = obj["digest"]["logs"]
+        if number_text[:2] != "0x":
+            raise ValueError(f"number {number_text!r:.40} is not 0x-hex")
+        number = int(number_text, 16)
+        if not (
+            len(parent) == len(state_root) == len(extrinsics_root) == 66
+            and parent[:2] == state_root[:2] == extrinsics_root[:2] == "0x"
+        ):
+            raise ValueError("a hash is not 0x and 64 hex digits")
+        if type(logs) is not list:
+            raise ValueError("digest.logs is not a list")
+        # The encoding up to the digest items: parent, Compact(number), the two roots and
+        # Compact(the number of items).
+        count = len(logs)
+        text = (
+            parent[2:]
+            + compact(number).hex()
+            + state_root[2:]
+            + extrinsics_root[2:]
+            + (_COUNT_HEX[count] if count < 64 else compact(count).hex())
+        )
+        head = bytes.fromhex(text)
+        if 2 * len(head) != len(text):  # fromhex skips whitespace; a node's bytes have none
+            raise ValueError("whitespace in a hash")
+    except KeyError as exc:
+        raise DecodeError(f"header: no field {exc}") from None
+    except (TypeError, ValueError) as exc:
+        if not isinstance(obj, dict):
+            raise DecodeError(f"header: expected an object, got {type(obj).__name__}") from None
+        raise DecodeError(f"header: {exc}") from None
+    encoded = [head]  # then each digest item, as digest_facts converts it
+    facts = digest_facts(logs, encoded.append)
+    computed = "0x" + hashlib.blake2b(b"".join(encoded), digest_size=32).hexdigest()
+    return number, computed, parent.lower(), facts
+
+
+_COUNT_HEX = tuple(compact(n).hex() for n in range(64))  # Compact(n) of one byte
 
 
 def timestamp(text: str | None) -> int | None:

@@ -26,6 +26,7 @@ __all__ = [
     "BatchResponse",
     "Call",
     "ClientFraming",
+    "ErrorWithoutId",
     "Event",
     "Invalid",
     "Notification",
@@ -141,7 +142,16 @@ class Notification:
     result: Any
 
 
-Event = Response | BatchResponse | Notification
+@dataclass(frozen=True, slots=True)
+class ErrorWithoutId:
+    """An error object whose id is null: the node could not read the id of a request
+    (JSON-RPC 2.0, section 5), so the error belongs to none of ours.  The request it
+    was meant for, if any, stays open until its deadline."""
+
+    error: RpcError
+
+
+Event = Response | BatchResponse | Notification | ErrorWithoutId
 
 _SINGLE = 0  # in ClientFraming._open: a single request, not a batch
 
@@ -154,7 +164,8 @@ class ClientFraming:
     (JSON-RPC 2.0, section 6), delivered as one :class:`BatchResponse`.  A reply to an
     id that was never sent, or an array that does not answer exactly one open batch, is
     a protocol error; a reply to one the caller gave up on (:meth:`abandon`) is dropped
-    quietly.
+    quietly.  :meth:`receive` raises :class:`ProtocolError` for anything that is not a
+    well-formed JSON-RPC 2.0 message, and nothing else.
     """
 
     _ABANDONED_KEPT = 4096  # late replies to timed-out requests we still recognise
@@ -209,7 +220,7 @@ class ClientFraming:
         """Parse one incoming message (single or batch) into events."""
         try:
             obj = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
+        except orjson.JSONDecodeError as exc:  # also bad UTF-8 and nesting beyond 1024
             raise ProtocolError(f"node sent invalid JSON: {exc}") from None
         if type(obj) is list:
             return self._array(obj)
@@ -225,13 +236,15 @@ class ClientFraming:
         return [event]
 
     def _array(self, items: list[Any]) -> list[Event]:
+        if not items:
+            raise ProtocolError("node sent an empty array")
         answers: dict[int, Any] = {}
         events: list[Event] = []
         for item in items:
             # The common case inline: {"jsonrpc": "2.0", "id": <int>, "result": ...}.
             if type(item) is dict and item.get("jsonrpc") == "2.0":
                 req_id = item.get("id")
-                if type(req_id) is int and "result" in item:
+                if type(req_id) is int and "result" in item and "error" not in item:
                     answers[req_id] = item["result"]
                     continue
             event = _event(item)
@@ -239,6 +252,8 @@ class ClientFraming:
                 answers[event.id] = event.error if event.error is not None else event.result
             else:
                 events.append(event)
+        if len(answers) + len(events) != len(items):  # each item gave one or the other
+            raise ProtocolError("node answered a request twice in one array")
         if answers:
             first = min(answers)
             size = self._open.get(first)
@@ -257,27 +272,50 @@ class ClientFraming:
         return events
 
 
-def _event(obj: Any) -> Response | Notification:
-    if not isinstance(obj, dict) or obj.get("jsonrpc") != "2.0":
-        raise ProtocolError(f"not a JSON-RPC 2.0 message: {obj!r:.200}")
-    if "id" in obj and obj["id"] is not None:
-        req_id = obj["id"]
+def _event(obj: Any) -> Response | Notification | ErrorWithoutId:
+    if type(obj) is not dict or obj.get("jsonrpc") != "2.0":
+        raise ProtocolError(f"not a JSON-RPC 2.0 message: {_describe(obj)}")
+    req_id = obj.get("id")
+    if req_id is not None:
         if type(req_id) is not int:
-            raise ProtocolError(f"response id {req_id!r} was never sent")
+            raise ProtocolError(f"response id {_describe(req_id)} was never sent")
         if "error" in obj:
-            err = obj["error"]
-            if not isinstance(err, dict) or not isinstance(err.get("code"), int):
-                raise ProtocolError(f"malformed error object: {err!r:.200}")
-            return Response(
-                req_id, None, RpcError(err["code"], str(err.get("message")), err.get("data"))
-            )
+            return Response(req_id, None, _error(obj["error"]))
         if "result" not in obj:
             raise ProtocolError(f"response {req_id} has neither result nor error")
         return Response(req_id, obj["result"])
     params = obj.get("params")
-    if isinstance(obj.get("method"), str) and isinstance(params, dict) and "subscription" in params:
-        return Notification(obj["method"], str(params["subscription"]), params.get("result"))
+    if type(obj.get("method")) is str and type(params) is dict and "subscription" in params:
+        sub_id = params["subscription"]
+        # Substrate numbers subscriptions with strings; older nodes used integers.
+        if type(sub_id) is not str and type(sub_id) is not int:
+            raise ProtocolError(f"subscription id {_describe(sub_id)} is neither text nor number")
+        return Notification(obj["method"], str(sub_id), params.get("result"))
     if "error" in obj:
-        err = obj["error"]
-        raise RpcError(err.get("code", 0), str(err.get("message")), err.get("data"))
-    raise ProtocolError(f"unexpected message: {obj!r:.200}")
+        return ErrorWithoutId(_error(obj["error"]))
+    raise ProtocolError(f"unexpected message: {_describe(obj)}")
+
+
+def _error(err: Any) -> RpcError:
+    if type(err) is not dict or type(err.get("code")) is not int:
+        raise ProtocolError(f"malformed error object: {_describe(err)}")
+    message = err.get("message")
+    try:
+        return RpcError(
+            err["code"], message if type(message) is str else str(message), err.get("data")
+        )
+    except RecursionError:  # the error's text would be nested beyond the stack
+        raise ProtocolError("error object nested too deeply") from None
+
+
+def _describe(value: Any) -> str:
+    """What a value is, in a few words: never its whole text (which may be megabytes,
+    or nested too deeply to print)."""
+    if type(value) is dict:
+        keys = ", ".join(sorted(str(k)[:20] for k in list(value)[:8]))
+        return f"an object with keys {{{keys}{', ...' if len(value) > 8 else ''}}}"
+    if type(value) is list:
+        return f"an array of {len(value)} items"
+    if type(value) is str:
+        return repr(value[:40] + ("..." if len(value) > 40 else ""))
+    return repr(value)

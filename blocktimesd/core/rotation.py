@@ -45,6 +45,7 @@ __all__ = [
     "parse_file_name",
     "reorg_partition",
     "row_partition",
+    "span_disagreement",
     "temp_name",
     "utc_date",
 ]
@@ -128,6 +129,25 @@ def parse_file_name(name: str) -> FileSpan | None:
         return None
     first, last = int(match[1]), int(match[2])
     return FileSpan(first, last, match[3]) if first <= last else None
+
+
+def span_disagreement(span: FileSpan, rows: int, first: int | None, last: int | None) -> str | None:
+    """Why a data file named for ``span`` cannot be trusted, or None if it can.
+
+    ``rows`` is the file's row count and ``first``/``last`` its lowest and highest
+    ``block_number`` (None when it has none), as its Parquet footer says.  The writer
+    never writes an empty file and names every file for exactly the blocks it holds, so
+    anything else means the file was renamed or written by something else.
+    """
+    if rows == 0:
+        return "it holds no rows"
+    if first is None or last is None:
+        return "it holds no block numbers"
+    if (first, last) != (span.first, span.last):
+        return (
+            f"its name says blocks {span.first}..{span.last}, but it holds blocks {first}..{last}"
+        )
+    return None
 
 
 def temp_name(final: str) -> str:

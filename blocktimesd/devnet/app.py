@@ -11,17 +11,17 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from blocktimesd.core import jsonrpc
+from blocktimesd.devnet.control import Control
 from blocktimesd.devnet.network import CONSENSUS, DOMAIN, BestChanged, BlockImported, Event, Network
 from blocktimesd.devnet.node import Node
 from blocktimesd.devnet.params import ChainParams, FaultParams
 from blocktimesd.devnet.server import ChainServer
-from blocktimesd.errors import RpcError
 
 __all__ = ["AVERAGE_BLOCK_MS", "Devnet", "DevnetUrls"]
 
@@ -67,10 +67,13 @@ class Devnet:
             CONSENSUS: Node(self.network, CONSENSUS, self.faults, chain_names[0]),
             DOMAIN: Node(self.network, DOMAIN, self.faults, chain_names[1]),
         }
+        control = Control(self)
         self.servers = {
-            chain: ChainServer(node, self._control, self.params.seed * 2 + i + 1)
+            chain: ChainServer(node, control, self.params.seed * 2 + i + 1)
             for i, (chain, node) in enumerate(self.nodes.items())
         }
+        # Faults injected by the network as a whole, by kind (the servers count their own).
+        self._injected: Counter[str] = Counter()
         self._tasks: list[asyncio.Task[None]] = []
         self._sim_base_ms = 0
         self._real_base = 0.0
@@ -137,24 +140,25 @@ class Devnet:
                 server.publish_best(event.change.block)
 
     async def _fault_schedule(self) -> None:
-        """Periodic faults: dropped connections and stalls, every so many seconds."""
-        next_drop = next_stall = self._monotonic()
+        """Periodic faults: dropped connections, dropped subscriptions and stalls."""
+        last = dict.fromkeys(("connections", "subscriptions", "stall"), self._monotonic())
         while True:
             now = self._monotonic()
             f = self.faults
-            if f.drop_connections_every_s > 0:
-                if now >= next_drop + f.drop_connections_every_s:
-                    next_drop = now
-                    self.drop_connections()
-            else:
-                next_drop = now
-            if f.stall_every_s > 0:
-                if now >= next_stall + f.stall_every_s:
-                    next_stall = now
-                    self.stall(f.stall_duration_s)
-            else:
-                next_stall = now
+            for kind, every, act in (
+                ("connections", f.drop_connections_every_s, self.drop_connections),
+                ("subscriptions", f.drop_subscriptions_every_s, self.drop_subscriptions),
+                ("stall", f.stall_every_s, self._scheduled_stall),
+            ):
+                if every <= 0:
+                    last[kind] = now  # a period switched on later counts from then
+                elif now >= last[kind] + every:
+                    last[kind] = now
+                    act()
             await asyncio.sleep(0.1)
+
+    def _scheduled_stall(self) -> None:
+        self.stall(self.faults.stall_duration_s)
 
     # -- faults and control ----------------------------------------------------------------------
 
@@ -166,50 +170,50 @@ class Devnet:
 
     def drop_connections(self) -> int:
         log.info("devnet: dropping all connections")
+        self._injected["droppedConnections"] += 1
         return sum(server.drop_connections() for server in self.servers.values())
+
+    def drop_subscriptions(self) -> int:
+        log.info("devnet: forgetting every subscription silently")
+        self._injected["droppedSubscriptions"] += 1
+        return sum(server.drop_subscriptions() for server in self.servers.values())
 
     def stall(self, seconds: float) -> None:
         log.info("devnet: stalling for %.1f s", seconds)
+        self._injected["stalls"] += 1
         for server in self.servers.values():
             server.stall(seconds)
 
-    def _control(self, method: str, params: list[Any] | dict[str, Any]) -> Any:
-        arg = params[0] if isinstance(params, list) and params else params or None
-        if method == "devnet_setFaults":
-            if not isinstance(arg, dict):
-                raise RpcError(
-                    jsonrpc.INVALID_PARAMS, "Invalid params", "expected an object of fault settings"
-                )
-            known = {f.name for f in dataclasses.fields(FaultParams)}
-            unknown = sorted(set(arg) - known)
-            if unknown:
-                raise RpcError(
-                    jsonrpc.INVALID_PARAMS,
-                    "Invalid params",
-                    f"unknown faults {unknown}; known: {sorted(known)}",
-                )
-            try:
-                return dataclasses.asdict(self.set_faults(**arg))
-            except TypeError as exc:
-                raise RpcError(jsonrpc.INVALID_PARAMS, "Invalid params", str(exc)) from None
-        if method == "devnet_getFaults":
-            return dataclasses.asdict(self.faults)
-        if method == "devnet_dropConnections":
-            # Answer first: the cut happens on the next loop iteration.
-            asyncio.get_running_loop().call_soon(self.drop_connections)
-            return True
-        if method == "devnet_stall":
-            seconds = float(arg if isinstance(arg, int | float) else self.faults.stall_duration_s)
-            asyncio.get_running_loop().call_soon(self.stall, seconds)
-            return True
-        if method == "devnet_dropSubscriptions":
-            return sum(server.drop_subscriptions() for server in self.servers.values())
-        if method == "devnet_info":
-            return {
-                "seed": self.params.seed,
-                "speed": self.speed,
-                "simulatedTimeMs": self.sim_now_ms(),
-                "consensusBest": self.network.consensus.best.number,
-                "domainBest": self.network.domain.best.number,
-            }
-        raise RpcError(jsonrpc.METHOD_NOT_FOUND, "Method not found")
+    def reorg(self, depth: int, length: int | None = None) -> list[Event]:
+        """Make a competing branch the best chain now (see :meth:`Network.force_reorg`)."""
+        self.publish(self.network.advance(self.sim_now_ms()))  # the branch ends at the present
+        events = self.network.force_reorg(depth, length)
+        log.info("devnet: forced reorg of the last %d consensus blocks", depth)
+        self._injected["reorgs"] += 1
+        self.publish(events)
+        return events
+
+    def upgrade(self, at: int | None = None) -> int:
+        """Upgrade both runtimes at consensus height ``at`` (default: the next block)."""
+        self.publish(self.network.advance(self.sim_now_ms()))
+        height = self.network.schedule_upgrade(at)
+        log.info("devnet: runtime upgrade at consensus block #%d", height)
+        self._injected["upgrades"] += 1
+        return height
+
+    def outage(self, chain: str, seconds: float) -> None:
+        log.info("devnet: %s endpoint down for %.1f s", chain, seconds)
+        self._injected["outages"] += 1
+        self.servers[chain].outage(seconds)
+
+    def heal(self) -> None:
+        """End every stall and outage in progress."""
+        for server in self.servers.values():
+            server.heal()
+
+    def injected(self) -> Counter[str]:
+        """Faults injected so far, by kind."""
+        total = Counter(self._injected)
+        for server in self.servers.values():
+            total.update(server.injected)
+        return total

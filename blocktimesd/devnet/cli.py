@@ -160,6 +160,22 @@ def add_devnet_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         default=f.subscription_buffer,
         help="notifications a lagging subscriber may owe before it is dropped silently",
     )
+    faults.add_argument(
+        "--drop-subscriptions-every",
+        type=non_negative(float),
+        metavar="S",
+        default=f.drop_subscriptions_every_s,
+        help="every S seconds forget every subscription silently (the connection stays "
+        "open, no error is sent); 0 disables",
+    )
+    faults.add_argument(
+        "--notification-delay-ms",
+        type=non_negative(float),
+        metavar="MS",
+        default=f.notification_delay_ms,
+        help="hold subscription notifications for MS ms, then send what piled up at once "
+        "(a lagging node)",
+    )
 
 
 def params_from_args(args: argparse.Namespace) -> tuple[ChainParams, FaultParams]:
@@ -184,6 +200,8 @@ def params_from_args(args: argparse.Namespace) -> tuple[ChainParams, FaultParams
         prune_bodies=args.prune_bodies,
         unsafe_rpc=args.unsafe_rpc,
         subscription_buffer=args.subscription_buffer,
+        drop_subscriptions_every_s=args.drop_subscriptions_every,
+        notification_delay_ms=args.notification_delay_ms,
     )
     return chain, faults
 

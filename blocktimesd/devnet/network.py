@@ -58,6 +58,7 @@ class Network:
         self.slot = start_ms // 1000  # slots count from the simulated epoch, like wall seconds
         self.stall_until_ms = 0
         self.domain_active = True
+        self.upgrade_at = params.upgrade_at  # moved by :meth:`schedule_upgrade`
         self.consensus = ChainStore(self._genesis(CONSENSUS))
         self.domain = ChainStore(self._genesis(DOMAIN))
         self.consensus.genesis.link = self.domain.genesis
@@ -138,6 +139,12 @@ class Network:
             return self._import(
                 self._consensus_block(best, self.slot, self._stamp(best, slot_start)), True
             )
+        return self._branch(ancestor, length, slot_start)
+
+    def _branch(self, ancestor: Block, length: int, slot_start: int) -> list[Event]:
+        """Import ``length`` blocks on ``ancestor``, the last in the current slot, as the best."""
+        p, rng = self.params, self.rng
+        first_slot = self._slot_of(ancestor) + 1
         slots = [*sorted(rng.sample(range(first_slot, self.slot), length - 1)), self.slot]
         events: list[Event] = []
         parent = ancestor
@@ -147,6 +154,62 @@ class Network:
             events += self._import(block, make_best=i == len(slots) - 1)
             parent = block
         return events
+
+    # -- forced events (control methods of the running devnet) ----------------------------
+
+    def force_reorg(self, depth: int, length: int | None = None) -> list[Event]:
+        """Make a competing branch the best chain now, whatever ``fork_rate`` says.
+
+        The branch replaces the last ``depth`` consensus blocks with ``length`` new ones
+        (``depth + 1`` by default; fewer is a reorg to a lower height), the last of them
+        in the current slot; the domain blocks derived from the retracted blocks are
+        orphaned with them.  Its random choices come from a generator seeded by the
+        seed and the tip it replaces, so the same calls at the same simulated moments
+        give the same chains, and the draws of the model itself are left untouched.
+        Raises ``ValueError`` for a depth that reaches below the finalized block or a
+        branch that does not fit in the slots since its common ancestor.
+        """
+        best = self.consensus.best
+        floor = max(0, best.number - self.params.finality_depth)
+        if not 1 <= depth <= best.number - floor:
+            raise ValueError(
+                f"depth must be between 1 and {best.number - floor} (the blocks above the "
+                f"finalized block #{floor}), got {depth}"
+            )
+        ancestor = self.consensus.canonical[best.number - depth]
+        room = self.slot - self._slot_of(ancestor)  # slots after the ancestor, current included
+        if length is None:
+            length = min(depth + 1, room)
+        if not 1 <= length <= room:
+            raise ValueError(
+                f"length must be between 1 and {room} (the slots since block "
+                f"#{ancestor.number}), got {length}"
+            )
+        saved = self.rng
+        self.rng = random.Random(b"%d/%d/" % (self.params.seed, depth) + best.hash)
+        try:
+            # The current slot has been simulated: it started about one slot before now.
+            average_slot_ms = (self.params.slot_ms_min + self.params.slot_ms_max) // 2
+            return self._branch(ancestor, length, self.next_slot_ms - average_slot_ms)
+        finally:
+            self.rng = saved
+
+    def schedule_upgrade(self, at: int | None = None) -> int:
+        """Upgrade both runtimes at consensus height ``at`` (default: the next block).
+
+        The devnet has one upgrade (spec 6 to 7 and 0 to 1); raises ``ValueError`` once
+        it happened, or for a height that is not above the best block.
+        """
+        best = self.consensus.best
+        if best.spec_version != self.content.consensus_base_spec or (
+            0 < self.upgrade_at <= best.number
+        ):
+            raise ValueError("the runtimes were upgraded already; the devnet has one upgrade")
+        height = best.number + 1 if at is None else at
+        if height <= best.number:
+            raise ValueError(f"the upgrade height must be above the best block #{best.number}")
+        self.upgrade_at = height
+        return height
 
     def _stamp(self, parent: Block, slot_start: int) -> int:
         """The author's clock shortly after the slot starts, never too close to the parent."""
@@ -172,7 +235,7 @@ class Network:
     def _consensus_block(self, parent: Block, slot: int, ts: int) -> Block:
         p, rng = self.params, self.rng
         number = parent.number + 1
-        upgrade = p.upgrade_at > 0 and number == p.upgrade_at
+        upgrade = self.upgrade_at > 0 and number == self.upgrade_at
         if self.domain_active and rng.random() < p.domain_idle_rate:
             self.domain_active = False
         elif not self.domain_active and rng.random() < p.domain_wake_rate:
@@ -215,12 +278,12 @@ class Network:
 
     def _domain_block(self, source: Block) -> Block:
         """The domain block derived from consensus block ``source``."""
-        p = self.params
+        p, upgrade_at = self.params, self.upgrade_at
         parent = source.parent.link if source.parent is not None else None
         assert parent is not None, "every consensus block knows its domain tip"
         number = parent.number + 1
         base = self.content.domain_base_spec
-        upgrade = p.upgrade_at > 0 and source.number >= p.upgrade_at and parent.spec_version == base
+        upgrade = upgrade_at > 0 and source.number >= upgrade_at and parent.spec_version == base
         facts = DomainFacts(
             evm_txs=min(self._poisson(p.evm_txs_per_block), _MAX_EVM_TXS),
             upgrade=upgrade,

@@ -49,3 +49,5 @@ class FaultParams:
     prune_bodies: int = 0  # keep bodies of this many recent blocks; 0: archive
     unsafe_rpc: bool = False
     subscription_buffer: int = 16  # notifications a lagging subscriber may owe
+    drop_subscriptions_every_s: float = 0.0  # forget every subscription silently; 0: never
+    notification_delay_ms: float = 0.0  # hold notifications this long, then send them together

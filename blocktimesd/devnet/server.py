@@ -5,6 +5,12 @@ one batch run one after another, and at most 64 messages per connection are in
 progress (the reader stops reading beyond that, so TCP pushes back).  Each
 subscription may owe a lagging client at most ``subscription_buffer`` notifications;
 past that it is dropped silently, as Substrate does.
+
+Faults a node can show: answers that are late or errors, stalls (nothing answered or
+sent), connections cut without a close frame, subscriptions forgotten silently or
+delivered late in bursts, and outages (the port refuses connections for a while).
+The ``devnet_*`` control methods are answered even during a stall, so that a test can
+always switch faults off.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import logging
 import random
 import string
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,8 +74,14 @@ class ChainServer:
         self._rng = random.Random(fault_seed)
         self._connections: set[_Connection] = set()
         self._server: Server | None = None
+        self._address: tuple[str, int] | None = None  # where to listen again after an outage
+        self._outage: asyncio.Task[None] | None = None
+        self._healed = asyncio.Event()  # set by heal(): an outage ends now
         self.stalled_until = 0.0
+        self.down_until = 0.0
         self.dropped_subscriptions = 0
+        # Faults this server injected, by kind (devnet_info reports them).
+        self.injected: Counter[str] = Counter()
         self._last_version: int | None = None
         self._last_finalized: Block | None = None
 
@@ -79,7 +92,16 @@ class ChainServer:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self, host: str, port: int) -> str:
-        self._server = await serve(
+        self._server = await self._listen(host, port)
+        sock = next(iter(self._server.sockets))
+        bound_host, bound_port = sock.getsockname()[:2]
+        self._address = (bound_host, bound_port)
+        if ":" in bound_host:
+            bound_host = f"[{bound_host}]"
+        return f"ws://{bound_host}:{bound_port}"
+
+    async def _listen(self, host: str, port: int) -> Server:
+        return await serve(
             self._handle,
             host,
             port,
@@ -88,16 +110,17 @@ class ChainServer:
             ping_interval=None,
             server_header=None,
         )
-        sock = next(iter(self._server.sockets))
-        bound_host, bound_port = sock.getsockname()[:2]
-        if ":" in bound_host:
-            bound_host = f"[{bound_host}]"
-        return f"ws://{bound_host}:{bound_port}"
 
     async def close(self) -> None:
+        if self._outage is not None:
+            self._outage.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._outage
+            self._outage = None
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+            self._server = None
 
     def drop_connections(self) -> int:
         """Cut every connection without a closing handshake, like a crashed node."""
@@ -123,6 +146,43 @@ class ChainServer:
 
     def is_stalled(self) -> bool:
         return time.monotonic() < self.stalled_until
+
+    def outage(self, seconds: float) -> None:
+        """Go down like a stopped node: cut every connection, refuse new ones (the port
+        is closed) for ``seconds``, then listen again on the same address.  A second
+        outage while down extends the first."""
+        self.down_until = max(self.down_until, time.monotonic() + seconds)
+        if self._outage is None or self._outage.done():
+            self._outage = asyncio.create_task(self._go_down(), name="devnet-outage")
+
+    def is_down(self) -> bool:
+        return self._outage is not None and not self._outage.done()
+
+    def heal(self) -> None:
+        """End a stall or an outage in progress now."""
+        self.stalled_until = 0.0
+        self.down_until = 0.0
+        self._healed.set()
+
+    async def _go_down(self) -> None:
+        server, self._server = self._server, None
+        assert server is not None, "outage before start"
+        assert self._address is not None
+        log.info("devnet: %s endpoint down", self.node.chain)
+        server.close(close_connections=False)
+        self.drop_connections()
+        await server.wait_closed()
+        self._healed.clear()
+        while (left := self.down_until - time.monotonic()) > 0:  # outage() may extend it
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._healed.wait(), left)
+        while self._server is None:
+            try:
+                self._server = await self._listen(*self._address)
+            except OSError as exc:  # the port is not free yet: try again shortly
+                log.warning("devnet: cannot listen again on %s: %s", self._address, exc)
+                await asyncio.sleep(0.1)
+        log.info("devnet: %s endpoint up again", self.node.chain)
 
     # -- notifications --------------------------------------------------------------------
 
@@ -160,6 +220,7 @@ class ChainServer:
             log.info("dropping subscription %s of a lagging client", sub_id)
             conn.subscriptions.pop(sub_id, None)
             self.dropped_subscriptions += 1
+            self.injected["laggingSubscribersDropped"] += 1
             return
         conn.pending[sub_id] = owed + 1
         message = (
@@ -175,10 +236,18 @@ class ChainServer:
 
     async def _sender(self, conn: _Connection) -> None:
         while True:
-            sub_id, message = await conn.outbox.get()
-            conn.pending[sub_id] -= 1
-            if sub_id in conn.subscriptions:
-                await conn.ws.send(message, text=True)
+            batch = [await conn.outbox.get()]
+            delay_ms = self.faults.notification_delay_ms
+            if delay_ms > 0:
+                # A lagging node: hold what is due, then send all that piled up at once.
+                await asyncio.sleep(delay_ms / 1000)
+                while not conn.outbox.empty():
+                    batch.append(conn.outbox.get_nowait())
+                self.injected["delayedNotifications"] += len(batch)
+            for sub_id, message in batch:
+                conn.pending[sub_id] -= 1
+                if sub_id in conn.subscriptions:
+                    await conn.ws.send(message, text=True)
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -188,7 +257,7 @@ class ChainServer:
         sender = asyncio.create_task(self._sender(conn))
         try:
             async for message in ws:
-                if self.is_stalled():
+                if self.is_stalled() and not _is_control(message):
                     continue  # a stalled node reads but never answers
                 if self.faults.latency_ms <= 0 and self.faults.latency_jitter_ms <= 0:
                     await self._answer(conn, message, delay=False)
@@ -218,7 +287,7 @@ class ChainServer:
                 reply = self._reply(conn, entry, after)
                 if reply is not None:
                     replies.append(reply)
-            if self.is_stalled() or not replies:
+            if not replies or (self.is_stalled() and not _is_control(message)):
                 return
             body = orjson.dumps(replies if is_batch else replies[0])
             await conn.ws.send(body, text=True)
@@ -258,6 +327,7 @@ class ChainServer:
         if method.startswith("devnet_"):
             return self._control(method, call.params)
         if self.faults.error_rate > 0 and self._rng.random() < self.faults.error_rate:
+            self.injected["errors"] += 1
             raise RpcError(
                 jsonrpc.INTERNAL_ERROR, "Internal error", "injected by devnet --error-rate"
             )
@@ -283,6 +353,14 @@ class ChainServer:
         else:
             payload = orjson.dumps(block.header.to_json())
         self._enqueue(conn, sub_id, SUBSCRIPTIONS[method][0].encode(), payload)
+
+
+def _is_control(message: str | bytes) -> bool:
+    """Whether every call of a message is a ``devnet_*`` control method."""
+    calls, _ = jsonrpc.parse_incoming(message)
+    return bool(calls) and all(
+        isinstance(c, jsonrpc.Call) and c.method.startswith("devnet_") for c in calls
+    )
 
 
 def jsonrpc_param0(params: list[Any] | dict[str, Any]) -> Any:

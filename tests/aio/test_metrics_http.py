@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import platform
 import socket
@@ -12,7 +13,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from prometheus_client import CollectorRegistry
+import uvloop
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 
 from blocktimesd import __version__
 from blocktimesd.aio.http import HttpServer
@@ -219,6 +222,30 @@ def test_registries_are_independent(clock: Clock) -> None:
     Metrics(second, clock=clock)
     assert value(first, "blocktimes_best_block", chain="consensus") == 5
     assert value(second, "blocktimes_best_block", chain="consensus") is None
+
+
+@pytest.mark.parametrize("openmetrics", [False, True])
+def test_no_created_series_are_exported(
+    registry: CollectorRegistry, metrics: Metrics, openmetrics: bool
+) -> None:
+    metrics.observe_confirmed("consensus", 1, 6000)
+    metrics.observe_reorg("consensus", 2, deep=True)
+    metrics.observe_rows_written("consensus", 3)
+    metrics.observe_writer_error()
+    metrics.rpc_observer("consensus").request_done("chain_getHeader", "ok", 0.01)
+    text = (openmetrics_latest if openmetrics else generate_latest)(registry).decode()
+    assert "blocktimes_reorgs_total" in text
+    assert "blocktimes_block_delta_seconds_count" in text
+    assert "_created" not in text
+
+
+def test_an_endpoint_is_never_a_label(registry: CollectorRegistry, metrics: Metrics) -> None:
+    observer = metrics.rpc_observer("consensus")
+    observer.reconnected("wss://alice:S3cret@node.example:9944/ws?apikey=KEY")
+    assert value(registry, "blocktimes_rpc_reconnects_total", chain="consensus") == 1
+    text = generate_latest(registry).decode()
+    for secret in ("alice", "S3cret", "KEY", "node.example"):
+        assert secret not in text
 
 
 @pytest.fixture
@@ -451,3 +478,144 @@ async def test_real_prometheus_scrapes_the_metrics(
         await wait_for_series(
             session, api, "blocktimes_best_block", {"consensus": 101, "auto-evm": 200}
         )
+
+
+# -- limits: slow and idle clients ---------------------------------------------------------------
+
+
+async def closed_by_peer(reader: asyncio.StreamReader, within: float) -> bool:
+    """True once the server closes the connection (EOF or reset) within ``within`` s."""
+    try:
+        async with asyncio.timeout(within):
+            while await reader.read(4096):
+                pass  # a response, if any, then the close
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        pass
+    return True
+
+
+async def trickle(writer: asyncio.StreamWriter, head: bytes, every: float) -> None:
+    """A slowloris client: a request head one byte at a time, never finished."""
+    with contextlib.suppress(ConnectionError):
+        for byte in head:
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(every)
+
+
+async def get_metrics(base: str) -> int:
+    async with aiohttp.ClientSession() as session, session.get(f"{base}/metrics") as resp:
+        await resp.read()
+        return resp.status
+
+
+@pytest.fixture
+async def bounded(registry: CollectorRegistry, metrics: Metrics) -> AsyncIterator[tuple[str, int]]:
+    """A server allowing 6 connections, each idle for at most half a second."""
+    server = HttpServer(
+        registry,
+        "127.0.0.1",
+        0,
+        alive=lambda: True,
+        ready=lambda: (True, {}),
+        max_connections=6,
+        idle_timeout=0.5,
+    )
+    _, port = await server.start()
+    try:
+        yield f"http://127.0.0.1:{port}", port
+    finally:
+        await server.stop()
+
+
+async def test_slow_request_heads_are_cut_off_and_metrics_still_answer(
+    bounded: tuple[str, int],
+) -> None:
+    base, port = bounded
+    clients = [await asyncio.open_connection("127.0.0.1", port) for _ in range(4)]
+    head = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200
+    trickles = [asyncio.create_task(trickle(w, head, every=0.05)) for _, w in clients]
+    try:
+        assert await get_metrics(base) == 200  # while they trickle
+        # Each sends a byte every 50 ms, yet none may hold its connection past the bound.
+        closed = await asyncio.gather(*(closed_by_peer(r, within=5.0) for r, _ in clients))
+        assert closed == [True] * 4
+        assert await get_metrics(base) == 200
+    finally:
+        for task in trickles:
+            task.cancel()
+        for _, writer in clients:
+            writer.close()
+
+
+async def test_an_idle_kept_alive_connection_is_closed(bounded: tuple[str, int]) -> None:
+    _, port = bounded
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        assert await reader.readexactly(3) == b"ok\n"
+        # Kept alive after the response, then idle (or slow: half a request line).
+        writer.write(b"GET /met")
+        assert await closed_by_peer(reader, within=5.0)
+    finally:
+        writer.close()
+
+
+async def test_connections_beyond_the_limit_are_closed_at_once(
+    registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    await connections_beyond_the_limit(registry)
+    # One line for the operator, not one per refused connection.
+    full = [r for r in caplog.records if "the most allowed" in r.getMessage()]
+    assert [r.levelname for r in full] == ["WARNING"]
+
+
+def test_connections_beyond_the_limit_are_closed_at_once_on_uvloop(
+    registry: CollectorRegistry,
+) -> None:
+    # The daemon's loop: its transports are not asyncio's classes.
+    uvloop.run(connections_beyond_the_limit(registry))
+
+
+async def connections_beyond_the_limit(registry: CollectorRegistry) -> None:
+    # Idle connections may stay for a minute here: those closed sooner were refused.
+    server = HttpServer(
+        registry, "127.0.0.1", 0, alive=lambda: True, ready=lambda: (True, {}),
+        max_connections=6, idle_timeout=60,
+    )  # fmt: skip
+    _, port = await server.start()
+    base = f"http://127.0.0.1:{port}"
+    idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(6)]
+    # 1,100 of these would exhaust the usual 1,024 descriptors if each were kept.
+    extra = [await asyncio.open_connection("127.0.0.1", port) for _ in range(40)]
+    try:
+        closed = await asyncio.gather(*(closed_by_peer(r, within=10.0) for r, _ in extra))
+        assert closed == [True] * 40
+        with pytest.raises(aiohttp.ClientError):
+            await get_metrics(base)  # no room while the six idle ones stay
+        # The six admitted ones still count; once they go, scrapers get in again.
+        for _, writer in idle:
+            writer.close()
+        for _ in range(50):
+            with contextlib.suppress(aiohttp.ClientError):
+                if await get_metrics(base) == 200:
+                    break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("/metrics stayed unreachable after the idle clients left")
+    finally:
+        for _, writer in idle + extra:
+            writer.close()
+        await server.stop()
+
+
+async def test_limits_must_be_positive(registry: CollectorRegistry) -> None:
+    with pytest.raises(ValueError, match="max_connections"):
+        HttpServer(
+            registry, "127.0.0.1", 0, alive=lambda: True, ready=lambda: (True, {}),
+            max_connections=0,
+        )  # fmt: skip

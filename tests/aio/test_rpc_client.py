@@ -14,11 +14,13 @@ from blocktimesd.devnet.app import Devnet
 from blocktimesd.devnet.params import ChainParams, FaultParams
 from blocktimesd.errors import (
     ConnectionLost,
+    Outcome,
     PrunedNode,
     RpcError,
     RpcTimeout,
     SubscriptionGap,
     WrongChain,
+    classify,
     is_retryable,
 )
 
@@ -78,7 +80,7 @@ async def test_node_errors_keep_code_and_message(devnet: Devnet) -> None:
             await client.call("state_getStorage", NOW_KEY, "0x" + "00" * 32)
     assert info.value.code == 4003
     assert "Header was not found in the database" in info.value.message
-    assert not is_retryable(info.value)
+    assert classify(info.value) is Outcome.NODE_FAULT  # asked again a few times, then elsewhere
 
 
 async def test_timeout_on_a_stalled_node(devnet: Devnet) -> None:

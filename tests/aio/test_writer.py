@@ -7,12 +7,18 @@ crashes by one that raises something the writer does not handle.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import fnmatch
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
@@ -20,7 +26,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+from prometheus_client import CollectorRegistry
 
+from blocktimesd.aio.app import App
 from blocktimesd.aio.writer import (
     REORG_SCHEMA,
     ROW_SCHEMA,
@@ -31,12 +39,25 @@ from blocktimesd.aio.writer import (
     Reconciliation,
     WriterSettings,
     WriterStatus,
+    durable_tail,
     last_durable,
     last_durable_row,
 )
-from blocktimesd.core.rotation import parse_file_name, temp_name
+from blocktimesd.cli import main
+from blocktimesd.core.rotation import file_name, parse_file_name, temp_name
 from blocktimesd.core.rows import COLUMNS, ReorgRecord, Row
-from blocktimesd.errors import DataDirInUse, StorageError, WriterClosed
+from blocktimesd.devnet.app import Devnet
+from blocktimesd.devnet.params import ChainParams
+from blocktimesd.errors import (
+    ConfigError,
+    DataDirInUse,
+    DataDirUnusable,
+    InvalidDataFile,
+    LockLost,
+    StorageError,
+    WriterClosed,
+)
+from tests.daemon import advance, config_for
 
 T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z
 MIDNIGHT = 1_700_006_400_000  # 2023-11-15T00:00:00Z
@@ -80,6 +101,8 @@ class Recorder:
     failures: list[str]
     recoveries: int = 0
     queue_lengths: int = 0
+    pending: dict[str, int] = field(default_factory=dict)
+    successes: int = 0
 
     def file_written(self, dataset: str, chain: str, rows: int) -> None:
         self.files.append((dataset, chain, rows))
@@ -95,6 +118,12 @@ class Recorder:
 
     def queue_length(self, items: int) -> None:
         self.queue_lengths += 1
+
+    def rows_pending(self, chain: str, rows: int) -> None:
+        self.pending[chain] = rows
+
+    def write_succeeded(self) -> None:
+        self.successes += 1
 
 
 class FlakyFiles(Files):
@@ -309,6 +338,43 @@ async def test_an_unusable_data_dir_fails_at_start_with_the_fix(tmp_path: Path) 
     (tmp_path / "file").write_text("not a directory")
     with pytest.raises(StorageError, match=r"cannot write .*/file.*not a directory: move it"):
         await ParquetWriter(tmp_path / "file" / "data", SETTINGS).start()
+
+
+class StartupFailure(Files):
+    """Creating DATA_DIR fails with ``code``, as on a read-only or full filesystem."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+    def makedirs(self, path: Path) -> None:
+        raise OSError(self.code, os.strerror(self.code), str(path))
+
+
+@pytest.mark.parametrize(
+    ("where", "code", "usage", "fix"),
+    [
+        ("file", None, True, "file or a parent is not a directory: move it"),
+        ("file/data", None, True, "not a directory: move it"),
+        ("data", errno.EROFS, True, "remount the filesystem read-write"),
+        ("data", errno.EACCES, True, "give the daemon's user write permission"),
+        ("data", errno.ENOSPC, False, "free space"),  # may clear up: a runtime failure
+    ],
+)
+async def test_a_data_dir_that_cannot_be_taken_is_a_configuration_error(
+    tmp_path: Path, where: str, code: int | None, usage: bool, fix: str
+) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    files = Files() if code is None else StartupFailure(code)
+    with pytest.raises(StorageError) as caught:
+        await ParquetWriter(tmp_path / where, SETTINGS, files=files).start()
+    error = caught.value
+    assert isinstance(error, DataDirUnusable) is usage
+    assert isinstance(error, ConfigError) is usage  # the command exits 2
+    assert fix in str(error)
+    assert str(tmp_path / where) in str(error)
+    # Nothing is kept or retried at start-up: the message does not promise it.
+    assert "kept in memory" not in str(error)
+    assert "resumes by itself" not in str(error)
 
 
 async def test_reorgs_have_their_own_dataset(tmp_path: Path, writer: ParquetWriter) -> None:
@@ -605,6 +671,277 @@ async def test_close_reraises_cancellation(tmp_path: Path, files: FlakyFiles) ->
     with pytest.raises(asyncio.CancelledError):
         await closing
     assert writer.status is WriterStatus.CLOSED
+
+
+# -- what the writer holds, for metrics and readiness ---------------------------------------
+
+
+async def test_rows_held_and_the_last_success_are_reported_while_writes_fail(
+    tmp_path: Path, files: FlakyFiles, recorder: Recorder
+) -> None:
+    settings = WriterSettings(
+        max_rows=50, queue_size=4, poll_interval=0.01, retry_initial=0.01, retry_cap=0.02
+    )
+    writer = ParquetWriter(tmp_path, settings, observer=recorder, files=files)
+    await writer.start()
+    assert recorder.successes == 1  # DATA_DIR taken: the writer could write
+    files.fail["write_new"] = errno.ENOSPC
+    await writer.put([row(n) for n in range(1, 51)])  # a full file, which fails
+    await writer.put(row(1, "auto-evm"))  # queued behind it
+    await writer.put([row(n) for n in range(51, 61)])
+    await eventually(lambda: writer.status is WriterStatus.FAILING)
+    await asyncio.sleep(0.05)  # retried a few times
+    # Queued and buffered rows alike: none of them is on disk.
+    assert recorder.pending == {"consensus": 60, "auto-evm": 1}
+    assert writer.pending_rows == recorder.pending
+    assert recorder.successes == 1
+    del files.fail["write_new"]
+    await writer.flush()
+    assert recorder.pending == {"consensus": 0, "auto-evm": 0}
+    assert recorder.successes > 1
+    await writer.put(row(61))
+    await writer.put(DeleteFrom("consensus", 61))  # dropped from memory: not held any more
+    await writer.flush()
+    assert recorder.pending == {"consensus": 0, "auto-evm": 0}
+    await writer.close()
+    assert_exactly(tmp_path, [*(row(n) for n in range(1, 61)), row(1, "auto-evm")])
+
+
+async def test_the_daemon_shows_a_writer_that_cannot_write(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    registry = CollectorRegistry()
+    devnet = Devnet(ChainParams(seed=71, history=30))
+    async with devnet:
+        app = App(config_for(devnet, data), registry=registry)
+        await app.start()
+        # Before the first file (40 rows): every file write fails from now on (ENOTDIR).
+        (data / "block_times").write_text("in the way")
+        started = time.time()
+        runner = asyncio.create_task(app.run())
+        try:
+
+            def held(chain: str) -> float:
+                labels = {"chain": chain}
+                return registry.get_sample_value("blocktimes_writer_rows_pending", labels) or 0.0
+
+            for _ in range(400):
+                await advance(devnet, 0.05)
+                if app.writer.status is WriterStatus.FAILING and held("consensus") >= 40:
+                    break
+            ready, details = app._ready()
+            assert not ready
+            assert details["writer"]["status"] == "failing"
+            assert "not a directory" in details["writer"]["error"]
+            assert held("consensus") >= 40  # a file's worth of rows (max_rows_per_file) is held
+            last = registry.get_sample_value("blocktimes_writer_last_success_timestamp_seconds")
+            assert last is not None
+            assert started - 5 <= last <= started  # taking DATA_DIR, nothing since
+            # Fixed: the writer resumes by itself and the daemon is ready again.
+            (data / "block_times").unlink()
+            for _ in range(400):
+                await advance(devnet, 0.05)
+                if app._ready()[0] and held("consensus") < 40:
+                    break  # ready, and the backlog is in files
+            ready, details = app._ready()
+            assert ready, details
+            assert details["writer"] == {"status": "running", "error": None}
+            again = registry.get_sample_value("blocktimes_writer_last_success_timestamp_seconds")
+            assert again is not None
+            assert again > last
+            assert held("consensus") < 40
+        finally:
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+
+
+# -- the single-writer lock -------------------------------------------------------------------
+
+
+async def test_a_lost_lock_stops_the_writer_before_two_write_the_same_rows(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = tmp_path / "data"
+    first = ParquetWriter(data, SETTINGS)
+    await first.start()
+    await first.put([row(n) for n in range(1, 11)])
+    await first.flush()
+    shutil.rmtree(data)  # rm -rf DATA_DIR under a running daemon
+    await first.put([row(n) for n in range(11, 21)])  # held in memory
+    # Nothing stops a second daemon now: the lock file is gone with the directory.
+    async with ParquetWriter(data, SETTINGS) as second:
+        await second.put([row(n) for n in range(11, 21)])
+        with pytest.raises(WriterClosed):
+            await first.flush()  # the first writer stopped instead of writing
+        with pytest.raises(LockLost, match=r"lock file .*/data/\.writer\.lock was replaced"):
+            await asyncio.wait_for(first.join(), 5)
+    with pytest.raises(LockLost, match="one blocktimesd runs per DATA_DIR"):
+        await first.close()
+    assert_exactly(data, [row(n) for n in range(11, 21)])  # once, by the second writer
+    assert "10 rows not yet in files are not written" in caplog.text
+
+
+async def test_a_lock_removed_with_its_directory_is_noticed_before_the_next_write(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    writer = ParquetWriter(data, SETTINGS)
+    await writer.start()
+    shutil.rmtree(data)
+    await writer.put(Reconciliation("consensus", {"n": 1}))  # an append checks it too
+    with pytest.raises(LockLost, match=r"\.writer\.lock was removed .*deleted or moved"):
+        await asyncio.wait_for(writer.join(), 5)
+    with pytest.raises(LockLost):
+        await writer.close()
+    assert not data.exists()  # nothing recreated, nothing written
+
+
+async def test_the_daemon_ends_when_its_lock_is_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = tmp_path / "data"
+    devnet = Devnet(ChainParams(seed=73, history=30))
+    async with devnet:
+        app = App(config_for(devnet, data), registry=CollectorRegistry())
+        await app.start()
+        runner = asyncio.create_task(app.run())
+        shutil.rmtree(data)  # rm -rf DATA_DIR under the running daemon
+        for _ in range(400):
+            await advance(devnet, 0.05)
+            if runner.done():
+                break
+        assert runner.done(), "the daemon kept running without its lock"
+        with pytest.raises(LockLost, match=r"\.writer\.lock was removed"):
+            await runner  # ends run(): the command exits 1 with this message
+    assert not (data / "block_times").exists()  # nothing written after the loss
+    assert "rows not yet in files are not written" in caplog.text
+
+
+# -- resume: file names are checked against the files -------------------------------------
+
+
+async def written(data: Path, rows: list[Row]) -> list[Path]:
+    async with ParquetWriter(data, SETTINGS) as writer:
+        await writer.put(rows)
+    return data_files(data / "block_times")
+
+
+async def test_resume_refuses_a_file_whose_name_claims_other_blocks(tmp_path: Path) -> None:
+    first, _ = await written(tmp_path, [row(n) for n in range(1, 151)])  # 1-100, 101-150
+    liar = first.with_name(file_name(1, 999_999_999, "0badc0de"))
+    first.rename(liar)
+    for read in (
+        lambda: last_durable_row(tmp_path, "consensus"),
+        lambda: durable_tail(tmp_path, "consensus", 10),
+    ):
+        with pytest.raises(InvalidDataFile) as caught:
+            read()
+        message = str(caught.value)
+        assert f"{liar}: its name says blocks 1..999999999, but it holds blocks 1..100" in message
+        assert f"Move it out of {tmp_path}" in message
+        assert "blocktimesd validate" in message
+        assert caught.value.path == str(liar)
+
+
+async def test_resume_names_a_truncated_file_and_the_fix(tmp_path: Path) -> None:
+    _, newest = await written(tmp_path, [row(n) for n in range(1, 151)])
+    content = newest.read_bytes()
+    newest.write_bytes(content[: len(content) // 2])  # a copy cut short, a bad disk
+    for read in (
+        lambda: last_durable(tmp_path, "consensus"),
+        lambda: durable_tail(tmp_path, "consensus", 10),
+    ):
+        with pytest.raises(InvalidDataFile, match="cannot be read as Parquet") as caught:
+            read()
+        assert str(newest) in str(caught.value)
+        assert "Move it out of" in str(caught.value)
+    # An empty file, and a file without the block_number column, are refused as well.
+    newest.write_bytes(b"")
+    with pytest.raises(InvalidDataFile, match=str(newest)):
+        last_durable(tmp_path, "consensus")
+    pq.write_table(pa.table({"x": [1]}), newest)
+    with pytest.raises(InvalidDataFile, match="no block_number column"):
+        last_durable(tmp_path, "consensus")
+
+
+async def test_a_repair_over_a_damaged_file_stops_the_writer_before_removing_anything(
+    tmp_path: Path,
+) -> None:
+    _, newest = await written(tmp_path, [row(n) for n in range(1, 151)])
+    newest.write_bytes(newest.read_bytes()[:100])
+    writer = ParquetWriter(tmp_path, SETTINGS)
+    await writer.start()
+    await writer.put(DeleteFrom("consensus", 120))
+    with pytest.raises(InvalidDataFile, match=str(newest)):
+        await asyncio.wait_for(writer.join(), 5)
+    with pytest.raises(InvalidDataFile):
+        await writer.close()
+    assert len(data_files(tmp_path)) == 2
+    assert temp_files(tmp_path) == []
+
+
+# -- the daemon's exit codes for its dataset --------------------------------------------------
+
+
+def test_the_daemon_exits_1_on_a_damaged_file_without_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    newest = asyncio.run(written(tmp_path, [row(n) for n in range(1, 151)]))[-1]
+    newest.write_bytes(newest.read_bytes()[:-100])  # the footer is gone
+    monkeypatch.setenv("METRICS_ADDR", "127.0.0.1:0")
+    assert main(["run", "--data", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert f"blocktimesd: cannot trust this file in {tmp_path}: {newest}" in err
+    assert "Move it out of" in err
+    assert "Traceback" not in err
+
+
+def test_the_daemon_exits_2_when_data_dir_is_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "data").write_text("not a directory")
+    monkeypatch.setenv("METRICS_ADDR", "127.0.0.1:0")
+    assert main(["run", "--data", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write {tmp_path / 'data'}" in err
+    assert "not a directory: move it or point DATA_DIR elsewhere" in err
+    assert "kept in memory" not in err
+
+
+@contextlib.contextmanager
+def shared_dir() -> Iterator[Path]:
+    """A directory another user may enter (pytest's tmp_path is private to this one)."""
+    path = Path(tempfile.mkdtemp(prefix="blocktimesd-test-"))
+    try:
+        path.chmod(0o755)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def run_unprivileged(*argv: str) -> subprocess.CompletedProcess[str]:
+    """``blocktimesd argv`` as a user that file permissions apply to (nobody, under root)."""
+    command = [sys.executable, "-m", "blocktimesd", *argv]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("root ignores file permissions, and setpriv(1) is not installed")
+        command = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+    env = {**os.environ, "METRICS_ADDR": "127.0.0.1:0"}
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_the_daemon_exits_2_when_data_dir_is_not_writable() -> None:
+    with shared_dir() as shared:
+        data = shared / "data"
+        data.mkdir(mode=0o555)
+        data.chmod(0o555)
+        done = run_unprivileged("run", "--data", str(data))
+    assert done.returncode == 2, done.stderr
+    assert f"cannot write {data}/.writer.lock: Permission denied" in done.stderr
+    assert f"give the daemon's user write permission on {data}" in done.stderr
+    assert "kept in memory" not in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_settings_refuse_nonsense() -> None:

@@ -36,6 +36,8 @@ DEVNET_FLAGS = [
     "--prune-bodies",
     "--unsafe-rpc",
     "--upgrade-at",
+    "--drop-subscriptions-every",
+    "--notification-delay-ms",
 ]
 
 

@@ -31,6 +31,7 @@ from blocktimesd.core.header import (
     to_hex,
 )
 from blocktimesd.devnet.content import ConsensusFacts, Content, DomainFacts
+from blocktimesd.devnet.network import Network
 from blocktimesd.devnet.params import ChainParams
 from blocktimesd.errors import DecodeError
 
@@ -493,3 +494,86 @@ def test_noise_fails_cleanly(data: bytes) -> None:
         with contextlib.suppress(DecodeError):
             fact(to_hex(data))
     assert_agree([to_hex(data)])
+
+
+# -- the hash of a header ----------------------------------------------------------------------
+
+_HASH32 = st.binary(min_size=32, max_size=32)
+
+
+@settings(max_examples=300)
+@given(
+    st.builds(
+        Header,
+        _HASH32,
+        st.one_of(st.integers(0, 70), st.integers(0, 2**32 - 1)),
+        _HASH32,
+        _HASH32,
+        st.lists(_ITEMS, max_size=6).map(tuple),
+    ),
+    st.booleans(),
+)
+def test_header_facts_hash_as_the_header_does(header: Header, upper: bool) -> None:
+    obj = header.to_json()
+    if upper:  # nodes may send upper-case hex; the hash is the same
+        obj["parentHash"] = "0x" + obj["parentHash"][2:].upper()
+        obj["digest"] = {"logs": ["0x" + log[2:].upper() for log in obj["digest"]["logs"]]}
+    logs = obj["digest"]["logs"]
+    if isinstance(fast_path(logs), DecodeError):
+        with pytest.raises(DecodeError):  # logs whose facts cannot be read are refused
+            hexfacts.header_facts(obj)
+        return
+    number, computed, parent, facts = hexfacts.header_facts(obj)
+    assert computed == to_hex(header.hash()) == to_hex(blake2_256(header.encode()))
+    assert (number, parent) == (header.number, to_hex(header.parent_hash))
+    assert facts == hexfacts.digest_facts(logs)
+
+
+def test_header_facts_of_simulated_blocks() -> None:
+    network = Network(ChainParams(seed=5, history=40, upgrade_at=20), 0)
+    network.build_history(40)
+    for store in (network.consensus, network.domain):
+        for block in store.canonical[1:]:
+            obj = block.header.to_json()
+            number, computed, parent, facts = hexfacts.header_facts(obj)
+            assert (number, computed) == (block.number, block.hash_hex)
+            assert block.parent is not None
+            assert parent == block.parent.hash_hex
+            assert facts == hexfacts.digest_facts(obj["digest"]["logs"])
+
+
+_GOOD = Header(bytes(32), 7, bytes(32), bytes(32)).to_json()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"parentHash": "0x" + "ab" * 31}, "a hash is not 0x and 64 hex digits"),
+        ({"parentHash": "ab" * 33}, "a hash is not 0x and 64 hex digits"),
+        ({"stateRoot": "0x" + "zz" * 32}, "non-hexadecimal"),
+        ({"extrinsicsRoot": None}, "object of type 'NoneType' has no len"),
+        ({"extrinsicsRoot": "0x" + "ab" * 31 + " a"}, "non-hexadecimal"),
+        ({"extrinsicsRoot": "0x" + "ab" * 31 + "  "}, "whitespace"),
+        ({"number": "7"}, "number '7' is not 0x-hex"),
+        ({"number": "0xzz"}, "invalid literal"),
+        ({"number": 7}, "not subscriptable"),
+        ({"number": "-0x1"}, "is not 0x-hex"),
+        ({"digest": {"logs": "0x08"}}, "digest.logs is not a list"),
+        ({"digest": {}}, "no field 'logs'"),
+        ({"digest": None}, "not subscriptable"),
+        ({"digest": {"logs": ["08"]}}, "digest log"),
+        ({"digest": {"logs": ["0x0"]}}, "digest log"),
+        ({"digest": {"logs": [8]}}, "digest log"),
+    ],
+)
+def test_header_facts_refuse_what_is_not_a_header(change: dict[str, object], message: str) -> None:
+    with pytest.raises(DecodeError, match=message):
+        hexfacts.header_facts({**_GOOD, **change})
+    with pytest.raises(DecodeError):  # as the byte path does
+        Header.from_json({**_GOOD, **change})
+
+
+@pytest.mark.parametrize("obj", [42, None, "0x00", [_GOOD], {}])
+def test_header_facts_of_what_is_not_an_object(obj: object) -> None:
+    with pytest.raises(DecodeError, match="header: "):
+        hexfacts.header_facts(obj)

@@ -1,7 +1,11 @@
 """JSON-RPC 2.0 framing, both directions, with literal messages."""
 
+import json
+
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from blocktimesd.core import jsonrpc
 from blocktimesd.errors import ProtocolError, RpcError
@@ -157,3 +161,115 @@ def test_replies_are_matched_to_open_requests() -> None:
     third, _ = framing.request("d", [])
     assert framing.fail_all() == [third]
     assert framing.open_requests == 0
+
+
+def test_an_error_without_id_is_its_own_event() -> None:
+    # JSON-RPC 2.0 (5): the id is null when the node could not read the request's id,
+    # so the error belongs to no request of ours.
+    framing = jsonrpc.ClientFraming()
+    framing.request("m", [])
+    (event,) = framing.receive(
+        b'{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"Parse error"}}'
+    )
+    assert isinstance(event, jsonrpc.ErrorWithoutId)
+    assert (event.error.code, event.error.message) == (-32700, "Parse error")
+    assert framing.open_requests == 1  # the open request stays open
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        b'{"jsonrpc":"2.0","id":null,"error":"boom"}',
+        b'{"jsonrpc":"2.0","error":"boom"}',
+        b'{"jsonrpc":"2.0","id":null,"error":{"code":true,"message":"x"}}',
+        b'{"jsonrpc":"2.0","id":1,"error":{"code":1.5,"message":"x"}}',
+        b'{"jsonrpc":"2.0","method":"m","params":{"subscription":[1],"result":1}}',
+        b'{"jsonrpc":"2.0","method":"m","params":{"subscription":true,"result":1}}',
+        b'{"jsonrpc":"2.0","id":[' + b"[" * 900 + b"]" * 900 + b"]}",
+        b'{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"x","data":'
+        + b"[" * 990
+        + b"]" * 990
+        + b"}}",
+        b"[" * 990 + b"]" * 990,
+        b"[]",
+        b'"\xed\xa0\x80"',  # a lone surrogate, encoded
+        "\ud800".encode("utf-8", "surrogatepass"),
+    ],
+)
+def test_malformed_messages_are_protocol_errors(message: bytes) -> None:
+    framing = jsonrpc.ClientFraming()
+    framing.request("m", [])
+    with pytest.raises(ProtocolError):
+        framing.receive(message)
+
+
+def test_a_batch_answered_twice_for_one_id_is_refused() -> None:
+    framing = jsonrpc.ClientFraming()
+    framing.batch([("a", []), ("b", [])])
+    with pytest.raises(ProtocolError, match="twice"):
+        framing.receive(
+            b'[{"jsonrpc":"2.0","id":1,"result":1},{"jsonrpc":"2.0","id":2,"result":2},'
+            b'{"jsonrpc":"2.0","id":1,"result":1}]'
+        )
+
+
+# Any JSON value, and values shaped like JSON-RPC messages with each member possibly
+# missing or of the wrong type.
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8)
+)
+_json = st.recursive(
+    _scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner),
+    max_leaves=12,
+)
+_ids = st.none() | st.integers(min_value=-2, max_value=8) | _json
+_error_objects = _json | st.fixed_dictionaries(
+    {}, optional={"code": _ids, "message": _json, "data": _json}
+)
+_params = _json | st.fixed_dictionaries({}, optional={"subscription": _json, "result": _json})
+_shaped = st.fixed_dictionaries(
+    {},
+    optional={
+        "jsonrpc": st.just("2.0") | _json,
+        "id": _ids,
+        "result": _json,
+        "error": _error_objects,
+        "method": st.text(max_size=8) | _json,
+        "params": _params,
+    },
+)
+_messages = (
+    st.builds(lambda v: json.dumps(v).encode(), _json | _shaped | st.lists(_shaped, max_size=6))
+    | st.binary(max_size=40)
+    | st.text(max_size=20)
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_messages, min_size=1, max_size=6))
+def test_receive_raises_nothing_but_protocol_errors(messages: list[bytes | str]) -> None:
+    framing = jsonrpc.ClientFraming()
+    framing.request("a", [])
+    framing.batch([("b", []), ("c", []), ("d", [])])
+    framing.request("e", [])
+    framing.abandon(5)
+    for message in messages:
+        try:
+            events = framing.receive(message)
+        except ProtocolError:
+            continue
+        assert all(
+            isinstance(
+                e,
+                jsonrpc.Response
+                | jsonrpc.BatchResponse
+                | jsonrpc.Notification
+                | jsonrpc.ErrorWithoutId,
+            )
+            for e in events
+        )

@@ -87,6 +87,7 @@ def test_dashboard_shape() -> None:
         "Rows written per minute",
         "Files written per hour",
         "Writer queue depth",
+        "Seconds since the writer's last write",
     ):
         assert wanted in titles
 
@@ -156,4 +157,6 @@ def test_the_dashboard_shows_every_metric_that_matters() -> None:
         "blocktimes_files_written",
         "blocktimes_writer_queue_rows",
         "blocktimes_writer_errors",
+        "blocktimes_writer_rows_pending",
+        "blocktimes_writer_last_success_timestamp_seconds",
     }

@@ -182,3 +182,78 @@ def test_genesis_has_no_timestamp() -> None:
     assert genesis.timestamp_ms is None
     assert net.consensus.storage_value(genesis, net.content.now_key) is None
     assert isinstance(net.consensus.canonical[1].facts, ConsensusFacts)
+
+
+def test_forced_reorg_replaces_the_last_blocks_with_a_longer_branch() -> None:
+    net, _ = build(ChainParams(seed=13, fork_rate=0.0), 120)
+    old = list(net.consensus.canonical)
+    old_domain = list(net.domain.canonical)
+    events = net.force_reorg(30)
+    assert reorgs(events) == [(30, 120, 121)]
+    chain = net.consensus.canonical
+    assert chain[:91] == old[:91]
+    assert all(b.hash != o.hash for b, o in zip(chain[91:], old[91:], strict=False))
+    for a, b in itertools.pairwise(chain[90:]):
+        assert b.header.parent_hash == a.hash
+        assert b.facts.slot > a.facts.slot
+        assert b.timestamp_ms >= a.timestamp_ms + 500  # type: ignore[operator]
+    # A domain block is canonical exactly when its consensus source is: the ones derived
+    # from the retracted consensus blocks are orphaned with them.
+    assert any(not net.domain.is_canonical(d) for d in old_domain)
+    for d in net.domain.by_hash.values():
+        if d.parent is not None:
+            source = net.consensus.get(domain_source(d))
+            assert source is not None
+            assert net.domain.is_canonical(d) == net.consensus.is_canonical(source)
+    # The chain goes on from the new tip.
+    net.advance(net.now_ms + 60_000)
+    assert net.consensus.best.number > 121
+
+
+def test_forced_reorg_to_a_lower_height() -> None:
+    net, _ = build(ChainParams(seed=14, fork_rate=0.0), 80)
+    events = net.force_reorg(20, length=12)
+    assert reorgs(events) == [(20, 80, 72)]
+    assert net.consensus.best.number == 72
+
+
+def test_forced_reorg_is_deterministic_and_leaves_the_model_draws_alone() -> None:
+    params = ChainParams(seed=15, fork_rate=0.1)
+    one, _ = build(params, 100)
+    two, _ = build(params, 100)
+    one.force_reorg(10)
+    two.force_reorg(10)
+    assert one.consensus.best.hash == two.consensus.best.hash
+    plain, _ = build(params, 100)
+    # The model draws the same numbers after a forced reorg as without it.
+    assert one.rng.getstate() == plain.rng.getstate()
+
+
+@pytest.mark.parametrize(
+    ("depth", "length", "message"),
+    [(0, None, "depth must be between 1 and 50"), (51, None, "depth must be between 1 and 50"),
+     (5, 0, "length must be between 1"), (5, 10_000, "length must be between 1")],
+)  # fmt: skip
+def test_forced_reorg_refuses_impossible_branches(
+    depth: int, length: int | None, message: str
+) -> None:
+    net, _ = build(ChainParams(seed=16, fork_rate=0.0), 50)
+    with pytest.raises(ValueError, match=message):
+        net.force_reorg(depth, length)
+
+
+def test_upgrade_scheduled_while_running() -> None:
+    net, _ = build(ChainParams(seed=17, fork_rate=0.0), 40)
+    content = net.content
+    assert net.schedule_upgrade() == 41
+    with pytest.raises(ValueError, match="above the best block"):
+        net.schedule_upgrade(40)
+    assert net.schedule_upgrade(43) == 43  # not happened yet: it can move
+    net.build_history(50)
+    chain = net.consensus.canonical
+    assert chain[42].spec_version == content.consensus_base_spec
+    assert chain[43].spec_version == content.next_consensus_spec(content.consensus_base_spec)
+    assert [d.kind for d in chain[43].header.digest].count(RUNTIME_ENVIRONMENT_UPDATED) == 1
+    assert net.domain.best.spec_version == content.next_domain_spec(content.domain_base_spec)
+    with pytest.raises(ValueError, match="upgraded already"):
+        net.schedule_upgrade()

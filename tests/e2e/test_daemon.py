@@ -19,6 +19,7 @@ from blocktimesd.devnet.app import Devnet
 from blocktimesd.devnet.content import ConsensusFacts
 from blocktimesd.devnet.network import Network
 from blocktimesd.devnet.params import ChainParams
+from blocktimesd.errors import ConfigError
 from tests.daemon import K_CONSENSUS, advance, config_for, row_of
 
 
@@ -95,6 +96,35 @@ async def test_dataset_equals_the_canonical_chain(tmp_path: Path, faults: bool) 
     assert reorgs, "forks at rate 0.3 must leave reorg records"
 
 
+@pytest.mark.parametrize("seed", [11, 12, 13])
+async def test_error_answers_lose_no_row(tmp_path: Path, seed: int) -> None:
+    """Error answers on one call in ten, forks and dropped connections at once: the
+    dataset is still every canonical block exactly once, with true deltas."""
+    params = ChainParams(seed=seed, history=60, fork_rate=0.3, stall_every_s=600)
+    devnet = Devnet(params)
+    async with devnet:
+        devnet.set_faults(error_rate=0.1)
+        app = App(config_for(devnet, tmp_path), registry=CollectorRegistry())
+        runner = asyncio.create_task(app.run())
+        for _ in range(3):
+            await advance(devnet, 2.0)
+            devnet.drop_connections()
+        await advance(devnet, 2.0)
+        devnet.set_faults(error_rate=0.0)
+        await advance(devnet, 1.0)
+        assert not runner.done(), "the daemon stopped on a transient error"
+        runner.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await runner
+        retries = app.registry.get_sample_value(
+            "blocktimes_follower_retries_total", {"chain": "consensus", "outcome": "transient"}
+        )
+        assert retries, "no error answer reached the follower: the test proves nothing"
+    consensus, domain = check_dataset(tmp_path, devnet.network)
+    assert consensus > 50
+    assert domain > 20
+
+
 async def test_resume_after_stop_continues_exactly_once(tmp_path: Path) -> None:
     params = ChainParams(seed=41, history=60, fork_rate=0.2)
     devnet = Devnet(params)
@@ -145,3 +175,28 @@ async def test_rows_orphaned_while_stopped_are_repaired(tmp_path: Path) -> None:
     assert [r["block_number"] for r in found] == list(range(1, len(found) + 1))
     assert all(r["hash"] == canonical[r["block_number"]].hash_hex for r in found)
     assert len(found) > 50
+
+
+async def test_a_node_of_another_chain_is_refused_naming_both_genesis_hashes(
+    tmp_path: Path,
+) -> None:
+    genesis: list[str] = []
+    for seed in (51, 52):
+        devnet = Devnet(ChainParams(seed=seed, history=30))
+        async with devnet:
+            genesis.append(devnet.network.consensus.canonical[0].hash_hex)
+            app = App(config_for(devnet, tmp_path), registry=CollectorRegistry())
+            runner = asyncio.create_task(app.run())
+            await advance(devnet, 1.5)
+            if seed == 51:
+                runner.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await runner
+            else:
+                with pytest.raises(ConfigError) as caught:
+                    await asyncio.wait_for(runner, 10)
+    assert genesis[0] != genesis[1]
+    message = str(caught.value)
+    assert genesis[0] in message
+    assert genesis[1] in message
+    assert "another DATA_DIR" in message

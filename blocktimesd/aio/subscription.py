@@ -1,0 +1,90 @@
+"""The notifications of one JSON-RPC subscription, delivered through a bounded queue."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+from blocktimesd.errors import SubscriptionGap
+
+if TYPE_CHECKING:
+    from blocktimesd.aio.rpc import RpcClient
+
+__all__ = ["Subscription"]
+
+
+class Subscription:
+    """Notifications of one subscription, in order, until it ends with a gap.
+
+    Iterate with ``async for``: the iteration raises :class:`SubscriptionGap` when the
+    consumer fell more than ``queue`` notifications behind, the connection was lost,
+    the node went silent for ``stall_timeout`` seconds, or the node ended it.
+    """
+
+    def __init__(
+        self, client: RpcClient, unsubscribe: str, queue: int, stall_timeout: float
+    ) -> None:
+        self._client = client
+        self._unsubscribe = unsubscribe
+        # Bounded: when full, the subscription ends with a gap instead of growing.
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(queue)
+        self._stall_timeout = stall_timeout
+        self._gap: SubscriptionGap | None = None
+        self._wakeup = asyncio.Event()
+        self.id: str | None = None
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Any:
+        if not self._queue.empty():
+            return self._queue.get_nowait()
+        if self._gap is not None:
+            raise self._gap
+        self._wakeup.clear()
+        getter = asyncio.ensure_future(self._queue.get())
+        ended = asyncio.ensure_future(self._wakeup.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {getter, ended}, timeout=self._stall_timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            ended.cancel()
+            if not getter.done():
+                getter.cancel()
+        if getter in done and not getter.cancelled():
+            return getter.result()
+        if self._gap is None:
+            self.end(f"no notification for {self._stall_timeout:g} s")
+            self._client._forget(self)
+        assert self._gap is not None
+        raise self._gap
+
+    def deliver(self, item: Any) -> bool:
+        """Queue one notification; False (and the subscription ends) when full."""
+        if self._gap is not None:
+            return False
+        try:
+            self._queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.end(f"consumer fell {self._queue.maxsize} notifications behind")
+            return False
+        return True
+
+    def end(self, reason: str) -> None:
+        if self._gap is None:
+            self._gap = SubscriptionGap(reason)
+            self._wakeup.set()
+
+    @property
+    def ended(self) -> bool:
+        return self._gap is not None
+
+    async def close(self) -> None:
+        """Unsubscribe (best effort) and end the iteration."""
+        self.end("closed by the consumer")
+        self._client._forget(self)
+        if self.id is not None:
+            with contextlib.suppress(Exception):
+                await self._client.call(self._unsubscribe, self.id, timeout=5)
