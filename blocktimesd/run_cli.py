@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import os
 import sys
+import time
 from typing import Any
 
 from websockets.asyncio.client import connect
@@ -83,7 +84,10 @@ def on_devnet(config: Config, consensus: str, domain: str, genesis: str) -> Conf
         )
         for chain in config.chains
     )
-    data_dir = config.data_dir / "devnet" / genesis.removeprefix("0x")[:16]
+    # The simulated chain is made anew at every start (same genesis, other blocks), so
+    # each run gets its own dataset, named by genesis and start time.
+    started = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    data_dir = config.data_dir / "devnet" / f"{genesis.removeprefix('0x')[:16]}-{started}"
     return dataclasses.replace(config, chains=chains, data_dir=data_dir)
 
 
