@@ -123,6 +123,7 @@ class Config:
     max_inflight_headers: int = 64  # also the cap on requests in flight per connection
     rpc_batch_size: int = 1
     request_timeout_s: float = 30.0
+    head_poll_s: float = 15.0  # silence after which the node's best head is asked for
     requests_per_second: float = 0.0  # per chain; 0: no limit
     delta_window: int = 1000  # recent deltas per chain behind the live quantiles
     writer_queue_rows: int = 10_000
@@ -396,6 +397,11 @@ _SETTINGS: Mapping[str, _Setting] = {
     "request_timeout_s": _Setting(
         parse=_number(0, above=True),
         fix="set it to the seconds to wait for an answer, e.g. 30",
+    ),
+    "head_poll_s": _Setting(
+        parse=_number(0, above=True),
+        fix="set it to the seconds without a new head after which the node's best head "
+        "is asked for (a node may drop a subscription silently), e.g. 15",
     ),
     "requests_per_second": _Setting(
         parse=_number(0, above=False),

@@ -167,6 +167,7 @@ class App:
                 tail=self._tail_reader(chain.name),
                 consensus=index if chain.kind is not ChainKind.GENERIC else None,
                 consensus_reader=consensus_reader if chain.kind is ChainKind.AUTO_EVM else None,
+                head_poll_s=self.config.head_poll_s,
                 wall_clock=self._wall,
             )
         for name, client in self.clients.items():

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from blocktimesd.aio.chain import BlockFacts, ChainKind, ChainReader, verify_hash
+from blocktimesd.aio.subscription import QUIET
 from blocktimesd.aio.writer import Reconciliation
 from blocktimesd.core.forktree import (
     BlockRef,
@@ -176,6 +177,7 @@ class Follower:
         consensus: ConsensusIndex | None = None,
         consensus_reader: ChainReader | None = None,
         retry: RetryPolicy | None = None,
+        head_poll_s: float = 15.0,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.reader = reader
@@ -185,6 +187,7 @@ class Follower:
         self.consensus = consensus  # set on the consensus follower (publishes) and domain (waits)
         self.consensus_reader = consensus_reader
         self.retry = retry or RetryPolicy()
+        self.head_poll_s = head_poll_s  # silence after which the best head is asked for
         self._tail = tail
         self._wall = wall_clock
         self._facts: OrderedDict[bytes, BlockFacts] = OrderedDict()
@@ -348,14 +351,39 @@ class Follower:
         return "no endpoint" if endpoint is None else redact_url(endpoint)
 
     async def _follow_heads(self) -> None:
+        """Handle each new head.  After ``head_poll_s`` without a notification the node's
+        best head is asked for: a node may drop a subscription without a word, and a
+        best head the subscription did not announce means it did."""
         heads = await self.reader.client.subscribe(
             "chain_subscribeNewHeads", "chain_unsubscribeNewHeads"
         )
-        async for head in heads:
+        last: bytes | None = None
+        while True:
+            head = await heads.next_within(self.head_poll_s)
+            if head is QUIET:
+                unannounced = await self._unannounced_best(last)
+                if unannounced is None:
+                    continue  # the chain is quiet, not the subscription
+                self.metrics.observe_retry(self.chain, "silent subscription")
+                await heads.close()
+                await self._on_head(unannounced)
+                self.progress += 1
+                raise SubscriptionGap(
+                    f"no head announced for {self.head_poll_s:g} s while the node's best "
+                    f"moved to #{unannounced.number}: the subscription was dropped"
+                )
             header = Header.from_json(head)
+            last = header.hash()
             self._set_following(True)
             await self._on_head(header)
             self.progress += 1
+
+    async def _unannounced_best(self, last: bytes | None) -> Header | None:
+        """The node's best head, when it is not the last head announced."""
+        header = Header.from_json(await self.reader.call("chain_getHeader"))
+        best = self.tree.best
+        known = last if last is not None or best is None else best.hash
+        return None if header.hash() == known else header
 
     def _set_following(self, following: bool) -> None:
         if following != self.following:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from blocktimesd.errors import SubscriptionGap
@@ -11,7 +12,10 @@ from blocktimesd.errors import SubscriptionGap
 if TYPE_CHECKING:
     from blocktimesd.aio.rpc import RpcClient
 
-__all__ = ["Subscription"]
+__all__ = ["QUIET", "Subscription"]
+
+# What :meth:`Subscription.next_within` returns when nothing came in time.
+QUIET: Any = object()
 
 
 class Subscription:
@@ -30,6 +34,7 @@ class Subscription:
         # Bounded: when full, the subscription ends with a gap instead of growing.
         self._queue: asyncio.Queue[Any] = asyncio.Queue(queue)
         self._stall_timeout = stall_timeout
+        self._held: deque[Any] = deque()  # taken from the queue by an interrupted wait
         self._gap: SubscriptionGap | None = None
         self._wakeup = asyncio.Event()
         self.id: str | None = None
@@ -38,6 +43,19 @@ class Subscription:
         return self
 
     async def __anext__(self) -> Any:
+        item = await self.next_within(self._stall_timeout)
+        if item is QUIET:
+            self.end(f"no notification for {self._stall_timeout:g} s")
+            self._client._forget(self)
+            assert self._gap is not None
+            raise self._gap
+        return item
+
+    async def next_within(self, timeout: float) -> Any:
+        """The next notification, or :data:`QUIET` when none came within ``timeout``
+        seconds (the subscription goes on).  Raises :class:`SubscriptionGap` once ended."""
+        if self._held:
+            return self._held.popleft()
         if not self._queue.empty():
             return self._queue.get_nowait()
         if self._gap is not None:
@@ -46,20 +64,20 @@ class Subscription:
         getter = asyncio.ensure_future(self._queue.get())
         ended = asyncio.ensure_future(self._wakeup.wait())
         try:
-            done, _ = await asyncio.wait(
-                {getter, ended}, timeout=self._stall_timeout, return_when=asyncio.FIRST_COMPLETED
+            await asyncio.wait(
+                {getter, ended}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
             ended.cancel()
             if not getter.done():
                 getter.cancel()
-        if getter in done and not getter.cancelled():
-            return getter.result()
-        if self._gap is None:
-            self.end(f"no notification for {self._stall_timeout:g} s")
-            self._client._forget(self)
-        assert self._gap is not None
-        raise self._gap
+            elif not getter.cancelled():  # taken from the queue: never lose it
+                self._held.append(getter.result())
+        if self._held:
+            return self._held.popleft()
+        if self._gap is not None:
+            raise self._gap
+        return QUIET
 
     def deliver(self, item: Any) -> bool:
         """Queue one notification; False (and the subscription ends) when full."""

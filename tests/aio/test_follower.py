@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 
 from blocktimesd.aio.chain import BlockFacts, ChainKind, verify_hash
 from blocktimesd.aio.follower import ConsensusIndex, Follower
+from blocktimesd.aio.subscription import QUIET
 from blocktimesd.aio.writer import Reconciliation
 from blocktimesd.core.forktree import BlockRef, Confirmed
 from blocktimesd.core.header import Header, hex_to_bytes, to_hex
@@ -90,6 +90,38 @@ class Faults:
             raise RpcError(-32603, "Internal error (injected by the test)")
 
 
+DROP_SILENTLY = "drop silently"  # a step: the node forgets the subscription without a word
+
+
+class FakeSubscription:
+    """The heads the test announces; ``None`` ends it with a gap, ``DROP_SILENTLY``
+    makes it swallow every later head, as a node that forgot it does."""
+
+    def __init__(self, heads: asyncio.Queue[Any]) -> None:
+        self.heads = heads
+        self.silent = False
+
+    async def next_within(self, timeout: float) -> Any:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            if self.heads.empty() and left <= 0:
+                return QUIET
+            if self.heads.empty():
+                await asyncio.sleep(min(left, 0.001))
+                continue
+            item = self.heads.get_nowait()
+            if item is None:
+                raise SubscriptionGap("dropped by the test")
+            if item == DROP_SILENTLY:
+                self.silent = True
+            elif not self.silent:
+                return item
+
+    async def close(self) -> None:
+        self.silent = True
+
+
 class FakeClient:
     def __init__(self, chain: Chain, faults: Faults) -> None:
         self.chain = chain
@@ -99,6 +131,7 @@ class FakeClient:
         self.endpoint = "ws://fake:1"
         self.failovers = 0
         self.lie_about: set[bytes] = set()  # hashes answered with another header
+        self.subscriptions = 0
 
     async def wait_ready(self) -> None:
         return None
@@ -106,16 +139,10 @@ class FakeClient:
     def fail_over(self, reason: str) -> None:
         self.failovers += 1
 
-    async def subscribe(self, method: str, unsubscribe: str) -> AsyncIterator[Any]:
+    async def subscribe(self, method: str, unsubscribe: str) -> FakeSubscription:
         self.faults.maybe()
-        return self._heads()
-
-    async def _heads(self) -> AsyncIterator[Any]:
-        while True:
-            item = await self.heads.get()
-            if item is None:
-                raise SubscriptionGap("dropped by the test")
-            yield item
+        self.subscriptions += 1
+        return FakeSubscription(self.heads)
 
     async def call(self, method: str, *params: Any) -> Any:
         self.faults.maybe()
@@ -127,6 +154,8 @@ class FakeClient:
                 return to_hex(canonical[n].hash) if n < len(canonical) else None
 
             return [one(n) for n in numbers] if isinstance(numbers, list) else one(numbers)
+        if method == "chain_getHeader" and not params:
+            return self.chain.best.header.to_json()
         if method == "chain_getHeader":
             block = self.chain.blocks.get(hex_to_bytes(params[0]))
             if block is None:
@@ -446,3 +475,29 @@ async def test_domain_rows_wait_for_a_consensus_chain_that_is_down_and_lose_noth
         block = domain_chain.blocks[hex_to_bytes(row.hash)]
         assert row.consensus_block_hash == to_hex(block.consensus or b"")
     assert sink.reconciliations == []
+
+
+async def test_a_subscription_the_node_dropped_without_a_word_is_noticed_and_renewed() -> None:
+    chain = Chain(random.Random(3))
+    chain.grow(5)
+    reader = FakeReader(chain, Faults(random.Random(3)))
+    sink, metrics = Sink(), Metrics()
+    follower = follower_for(reader, sink, metrics, 3, head_poll_s=0.02)
+    task = await drive(follower, reader, [chain.best.header.to_json(), DROP_SILENTLY])
+    for _ in range(20):  # the chain goes on; heads are announced to a dead subscription
+        reader.client.heads.put_nowait(chain.grow(1).header.to_json())
+        await asyncio.sleep(0.005)
+    target = chain.best.header.number - 3
+    for _ in range(400):
+        await asyncio.sleep(0.005)
+        confirmed = follower.tree.confirmed
+        if confirmed is not None and confirmed.number >= target:
+            break
+    assert not task.done(), task.exception()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    check_rows(sink.rows, chain, 3)
+    assert sink.rows[-1].block_number == target
+    assert metrics.counts.get("retry silent subscription", 0) >= 1
+    assert reader.client.subscriptions >= 2

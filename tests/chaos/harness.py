@@ -324,11 +324,15 @@ async def _warm_up(data: Path) -> None:
         await asyncio.sleep(0.2)
 
 
+HEAD_POLL_S = 0.5  # ~5 consensus blocks at SPEED: a dropped subscription is noticed quickly
+
+
 def _config(workdir: Path, scenario: Scenario) -> list[str]:
-    if scenario.request_timeout_s is None:
-        return []
+    lines = [f"head_poll_s = {HEAD_POLL_S}"]
+    if scenario.request_timeout_s is not None:
+        lines.append(f"request_timeout_s = {scenario.request_timeout_s}")
     path = workdir / "blocktimesd.toml"
-    path.write_text(f"request_timeout_s = {scenario.request_timeout_s}\n")
+    path.write_text("\n".join(lines) + "\n")
     return ["--config", str(path)]
 
 
