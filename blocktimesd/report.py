@@ -17,7 +17,13 @@ Definitions (all in milliseconds of ``delta_since_parent_ms``, null deltas ignor
 - gaps: block numbers absent between a chain's lowest and highest block in the range;
 - cross-chain latency: a domain row's timestamp minus the timestamp of the consensus
   row whose hash is its ``consensus_block_hash``.  A domain block's timestamp is
-  copied from that consensus block, so every value but 0 is a finding.
+  copied from that consensus block, so every value but 0 is a finding;
+- impossible values (the summary counts them per chain; ``blocktimesd validate`` fails
+  on them and names the blocks and the fix): ``non_positive_deltas``, blocks stamped
+  at or before their parent, which the runtimes refuse; ``timestamp_disagreements``,
+  domain rows whose timestamp differs from their consensus row's (on disk).  The
+  daemon keeps what the node served, so these come from a lying node or a bug; the
+  distributions include them.
 
 The figures come from the files' contents, never from their names, so the files are
 not checked up front (that would read every footer twice).  When DuckDB cannot read
@@ -204,20 +210,25 @@ def _summary(con: duckdb.DuckDBPyConnection, p: ReportParams) -> Table:
     return query(
         con,
         "summary",
-        "Per chain: deltas (ms), outliers, stalls, missing blocks",
+        "Per chain: deltas (ms), outliers, stalls, missing blocks, impossible values",
         f"""
         WITH s AS (
             SELECT chain, count(*) AS blocks,
                    min(block_number) AS first_block, max(block_number) AS last_block,
                    min(timestamp_ms) AS first_ts, max(timestamp_ms) AS last_ts, {_DIST},
                    count(*) FILTER (delta > {p.outlier_ms}) AS outliers,
-                   count(*) FILTER (delta > {p.stall_ms}) AS stalls
+                   count(*) FILTER (delta > {p.stall_ms}) AS stalls,
+                   count(*) FILTER (delta <= 0) AS non_positive
             FROM sel GROUP BY chain),
-        g AS (SELECT chain, sum(missing) AS missing FROM gaps GROUP BY chain)
+        g AS (SELECT chain, sum(missing) AS missing FROM gaps GROUP BY chain),
+        x AS (SELECT chain, count(*) FILTER (latency <> 0) AS disagreements
+              FROM xc GROUP BY chain)
         SELECT chain, blocks, first_block, last_block,
                iso(first_ts) AS first_time, iso(last_ts) AS last_time, {_DIST_COLUMNS},
-               outliers, stalls, coalesce(g.missing, 0)::BIGINT AS missing_blocks
-        FROM s LEFT JOIN g USING (chain)
+               outliers, stalls, coalesce(g.missing, 0)::BIGINT AS missing_blocks,
+               non_positive AS non_positive_deltas,
+               coalesce(x.disagreements, 0) AS timestamp_disagreements
+        FROM s LEFT JOIN g USING (chain) LEFT JOIN x USING (chain)
         ORDER BY chain""",
     )
 
@@ -424,7 +435,7 @@ def build_report(params: ReportParams, con: duckdb.DuckDBPyConnection | None = N
     wanted = set(params.sections)
     if wanted & {"summary", "gaps"}:
         _gaps(con)
-    if wanted & {"cross_chain", "latency"}:
+    if wanted & {"summary", "cross_chain", "latency"}:  # the summary counts disagreements
         _cross_chain_rows(con, params)
     if wanted & {"outliers", "stalls"}:
         _notable(con, params)
@@ -441,6 +452,13 @@ def build_report(params: ReportParams, con: duckdb.DuckDBPyConnection | None = N
     return [builders[name]() for name in SECTIONS if name in wanted]
 
 
+def _data_span(con: duckdb.DuckDBPyConnection) -> tuple[int | None, int | None]:
+    """The first and last ``timestamp_ms`` of the rows selected, after :func:`build_report`
+    on ``con``; (None, None) when none are."""
+    first, last = con.execute("SELECT min(timestamp_ms), max(timestamp_ms) FROM sel").fetchall()[0]
+    return first, last
+
+
 # -- command line ------------------------------------------------------------------------
 
 _DESCRIPTION = """\
@@ -454,33 +472,65 @@ exclusive. --format csv prints one section (--section, default windows)."""
 
 
 def add_report_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    # Each help states its true default once: ArgumentDefaultsHelpFormatter appended
+    # "(default: None)" to options whose default is decided later, and doubled the rest.
     p = sub.add_parser(
         "report",
         parents=parents,
         help="block-time metrics from the dataset (percentiles, jitter, outliers, gaps)",
         description=_DESCRIPTION,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_dataset_arguments(p, "report on")
-    p.add_argument("--since", type=parse_time, metavar="T", help="first timestamp included")
-    p.add_argument("--until", type=parse_time, metavar="T", help="first timestamp excluded")
-    p.add_argument("--window", choices=sorted(WINDOW_MS), default="hour")
-    p.add_argument("--format", choices=FORMATS, default="table")
+    p.add_argument(
+        "--since",
+        type=parse_time,
+        metavar="T",
+        help="first timestamp included (default: the first row's)",
+    )
+    p.add_argument(
+        "--until",
+        type=parse_time,
+        metavar="T",
+        help="first timestamp excluded (default: none, up to the last row)",
+    )
+    p.add_argument(
+        "--window",
+        choices=sorted(WINDOW_MS),
+        default="hour",
+        help="the windows section's period, UTC (default: %(default)s)",
+    )
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="table",
+        help="table for people, json or csv (one section) for scripts (default: %(default)s)",
+    )
     p.add_argument(
         "--section",
         action="append",
         choices=SECTIONS,
         help="a section to print; repeat for several (default: all; csv: windows)",
     )
-    p.add_argument("--expected-block-ms", type=positive(int), default=6000)
+    p.add_argument(
+        "--expected-block-ms",
+        type=positive(int),
+        default=6000,
+        metavar="MS",
+        help="expected block time, for the outliers (default: %(default)s)",
+    )
     p.add_argument(
         "--outlier-factor",
         type=positive(float),
         default=3.0,
-        help="outlier: delta > expected block time x this",
+        metavar="X",
+        help="outlier: delta > expected block time x this (default: %(default)s)",
     )
     p.add_argument(
-        "--stall-seconds", type=positive(float), default=60.0, help="stall: delta > this"
+        "--stall-seconds",
+        type=positive(float),
+        default=60.0,
+        metavar="S",
+        help="stall: delta > this (default: %(default)s)",
     )
     p.add_argument(
         "--rolling",
@@ -493,7 +543,7 @@ def add_report_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         type=positive(int),
         default=10,
         metavar="N",
-        help="rows listed per chain in outliers, latency, gaps and stalls",
+        help="rows listed per chain in outliers, latency, gaps and stalls (default: %(default)s)",
     )
 
 
@@ -525,7 +575,9 @@ def run_report(args: argparse.Namespace) -> int:
         params = params_from_args(args)
         check_chains(params.chains, dataset_chains(params.data_dir), params.data_dir)
         try:
-            tables = build_report(params)
+            con = connect()
+            tables = build_report(params, con)
+            span = _data_span(con)
         except duckdb.Error as exc:
             check_files(params.data_dir)  # names the file DuckDB stumbled on, with the fix
             print(f"blocktimesd: cannot read {params.data_dir}: {exc}", file=sys.stderr)
@@ -537,16 +589,17 @@ def run_report(args: argparse.Namespace) -> int:
         print(f"blocktimesd: {exc}", file=sys.stderr)
         return 1
     if args.format == "json":
-        header = {"report": _describe(params)}
+        header = {"report": _describe(params, span)}
         sys.stdout.write(render_json(tables, header))
     elif args.format == "csv":
         sys.stdout.write(render_csv(tables[0]))
     else:
-        sys.stdout.write(_heading(params) + "\n\n" + render_text(tables))
+        heading = "\n".join(filter(None, [_heading(params, span), _impossible(tables)]))
+        sys.stdout.write(heading + "\n\n" + render_text(tables))
     return 0
 
 
-def _describe(p: ReportParams) -> dict[str, Any]:
+def _describe(p: ReportParams, span: tuple[int | None, int | None]) -> dict[str, Any]:
     described = asdict(p)
     described["data_dir"] = str(p.data_dir)
     described["rolling"] = p.rolling_windows
@@ -554,6 +607,10 @@ def _describe(p: ReportParams) -> dict[str, Any]:
     for key in ("since_ms", "until_ms"):
         ms = described.pop(key)
         described[key.removesuffix("_ms")] = None if ms is None else _iso(ms)
+    # What was found, as opposed to the bounds asked for (null: no rows).
+    described["first_time"], described["last_time"] = (
+        None if ms is None else _iso(ms) for ms in span
+    )
     return described
 
 
@@ -561,12 +618,42 @@ def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def _heading(p: ReportParams) -> str:
-    span = f"{_iso(p.since_ms) if p.since_ms is not None else 'start'} .. " + (
-        _iso(p.until_ms) if p.until_ms is not None else "end"
-    )
+def _heading(p: ReportParams, span: tuple[int | None, int | None]) -> str:
     chains = ", ".join(p.chains) or "all chains"
     return (
-        f"blocktimesd report: {p.data_dir} ({chains}; {span}; window {p.window}; "
+        f"blocktimesd report: {p.data_dir} ({chains}; {_span(p, *span)}; window {p.window}; "
         f"outlier > {p.outlier_ms:g} ms; stall > {p.stall_ms / 1000:g} s)"
+    )
+
+
+def _span(p: ReportParams, first: int | None, last: int | None) -> str:
+    """The bounds asked for, else the first and last timestamps of the rows selected."""
+    if first is None or last is None:
+        since = f"from {_iso(p.since_ms)}" if p.since_ms is not None else ""
+        until = f"before {_iso(p.until_ms)}" if p.until_ms is not None else ""
+        return " ".join(filter(None, ["no rows", since, until]))
+    low = _iso(first if p.since_ms is None else p.since_ms)
+    high = _iso(last) if p.until_ms is None else f"before {_iso(p.until_ms)}"
+    everything = "all data, " if p.since_ms is None and p.until_ms is None else ""
+    return f"{everything}{low} .. {high}"
+
+
+def _impossible(tables: Sequence[Table]) -> str:
+    """A line under the heading when the summary counts impossible values, else ""."""
+    found = [
+        f"{r['chain']}: {r[column]} {what}"
+        for table in tables
+        if table.name == "summary"
+        for r in table.records()
+        for column, what in (
+            ("non_positive_deltas", "non-positive delta(s)"),
+            ("timestamp_disagreements", "timestamp disagreement(s)"),
+        )
+        if r[column]
+    ]
+    if not found:
+        return ""
+    return (
+        f"IMPOSSIBLE VALUES ({'; '.join(found)}): served by a lying node (or a bug), and "
+        "included in the figures; `blocktimesd validate` names the blocks and the fix."
     )

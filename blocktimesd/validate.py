@@ -19,6 +19,15 @@ validation stops with an error naming each such file and the fix.
 
 The last table of each script lists its checks, one line per chain and check, with a
 status of ``ok``, ``warn`` (a finding about the chain, reported only) or ``FAIL``.
+
+Two failures are impossible values rather than damage to the files: a block stamped at
+or before its parent (``non_positive_delta``; the runtimes refuse such a block) and a
+domain block whose timestamp differs from its consensus block's
+(``timestamp_disagreement``; a domain block copies it).  The daemon stores what the
+node says, so these mean a node served forged values (or a bug).  They FAIL, not
+``warn``: a dataset holding impossible values is not valid, and the verdict says what
+they mean, which files hold them and the ``blocktimesd backfill`` that re-fetches them.
+
 Exit codes: 0 no FAIL, 1 a FAIL, a file that cannot be trusted (or DuckDB could not
 read the files), 2 usage errors such as a missing or unreadable DATA_DIR.
 """
@@ -26,13 +35,16 @@ read the files), 2 usage errors such as a missing or unreadable DATA_DIR.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import textwrap
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
+from blocktimesd.core.rotation import FileSpan, parse_file_name
 from blocktimesd.duck import (
     SCRIPTS_DIR,
     Table,
@@ -42,6 +54,7 @@ from blocktimesd.duck import (
     connect,
     data_dir_from,
     dataset_chains,
+    dataset_files,
     run_script,
 )
 from blocktimesd.errors import ConfigError, StorageError
@@ -111,26 +124,52 @@ missing block numbers, parent links of consecutive rows, deltas recomputed from 
 timestamps, rows in the right partition; the distribution of deltas and impossible
 ones; domain rows against the consensus rows they name (null mappings, number
 mismatches, timestamp disagreements). First, every file's footer is checked against
-its name. Runs scripts/duckdb/validate_*.sql, which the plain duckdb CLI runs too. Exit
-code 0 when no check failed, 1 when one did or a file cannot be trusted, 2 on usage
-errors (a missing or unreadable DATA_DIR)."""
+its name. Runs scripts/duckdb/validate_*.sql, which the plain duckdb CLI runs too.
+Impossible values, which a node that lies (or a bug) puts in the dataset, fail the
+validation: a block stamped at or before its parent (non_positive_delta), a domain
+block whose timestamp differs from its consensus block's (timestamp_disagreement); the
+verdict names the blocks, the files that hold them and the backfill that fetches them
+again. Exit code 0 when no check failed (warnings allowed), 1 when one did or a file
+cannot be trusted, 2 on usage errors (a missing or unreadable DATA_DIR)."""
 
 
 def add_validate_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    # Each help states its true default once: ArgumentDefaultsHelpFormatter appended
+    # "(default: None)" to options whose default is decided later, and doubled the rest.
     p = sub.add_parser(
         "validate",
         parents=parents,
         help="check the dataset (duplicates, gaps, parent links, deltas, mapping)",
         description=_DESCRIPTION,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_dataset_arguments(p, "check")
-    p.add_argument("--format", choices=("table", "json"), default="table")
-    p.add_argument("--expected-block-ms", type=int, default=6000, help="for the outliers")
     p.add_argument(
-        "--outlier-factor", type=float, default=3.0, help="outlier: delta > expected x this"
+        "--format",
+        choices=("table", "json"),
+        default="table",
+        help="table for people, json for scripts (default: %(default)s)",
     )
-    p.add_argument("--top", type=int, default=10, metavar="N", help="rows listed per chain")
+    p.add_argument(
+        "--expected-block-ms",
+        type=int,
+        default=6000,
+        metavar="MS",
+        help="expected block time, for the outliers (default: %(default)s)",
+    )
+    p.add_argument(
+        "--outlier-factor",
+        type=float,
+        default=3.0,
+        metavar="X",
+        help="outlier: delta > expected block time x this (default: %(default)s)",
+    )
+    p.add_argument(
+        "--top",
+        type=int,
+        default=10,
+        metavar="N",
+        help="outliers and timestamp disagreements listed per chain (default: %(default)s)",
+    )
 
 
 def run_validate(args: argparse.Namespace) -> int:
@@ -158,7 +197,7 @@ def run_validate(args: argparse.Namespace) -> int:
         header = {
             "data_dir": str(data_dir),
             "ok": result.ok,
-            "failures": result.failures,
+            "failures": [{**r, "advice": _advice(data_dir, r)} for r in result.failures],
             "warnings": result.warnings,
         }
         sys.stdout.write(render_json(result.tables, header))
@@ -172,8 +211,81 @@ def _verdict(data_dir: Path, result: Validation) -> str:
     if result.ok:
         return f"validate {data_dir}: all checks passed{warned}"
     lines = [f"validate {data_dir}: {len(result.failures)} check(s) FAILED{warned}:"]
-    lines.extend(
-        f"  {r['chain']}: {r['check_name']}: {r['findings']} (e.g. {r['examples']})"
-        for r in result.failures
-    )
+    for r in result.failures:
+        lines.append(f"  {r['chain']}: {r['check_name']}: {r['findings']} (e.g. {r['examples']})")
+        lines.extend(_indented(line) for line in _advice(data_dir, r))
     return "\n".join(lines)
+
+
+def _indented(line: str) -> str:
+    # Commands and paths stay on one line, to be copied; prose is wrapped.
+    if line.startswith("  "):
+        return "    " + line
+    return textwrap.fill(
+        line,
+        92,
+        initial_indent="    ",
+        subsequent_indent="    ",
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+
+
+# -- impossible values: what they mean, and the fix -------------------------------------
+
+# The daemon stores what the node serves; these values no honest node serves.
+_IMPOSSIBLE = {
+    "non_positive_delta": (
+        "block(s) stamped at or before their parent. The runtime refuses such a block, so a "
+        "node served a forged timestamp (or blocktimesd has a bug); the report's figures "
+        "include them."
+    ),
+    "timestamp_disagreement": (
+        "domain block(s) whose timestamp differs from their consensus block's. A domain "
+        "block copies its consensus block's timestamp, so a node served a forged "
+        "timestamp or mapping (or blocktimesd has a bug)."
+    ),
+}
+
+
+def _advice(data_dir: Path, failure: dict[str, Any]) -> list[str]:
+    """What an impossible-value failure means and the commands that fix it (lines; those
+    starting with two spaces are commands or paths); none for the other checks."""
+    check, chain = failure["check_name"], failure["chain"]
+    meaning = _IMPOSSIBLE.get(check)
+    if meaning is None:
+        return []
+    examples = [int(n) for n in re.findall(r"\d+", failure["examples"])]
+    first = "" if failure["findings"] <= len(examples) else f" (the first {len(examples)})"
+    lines = [f"{failure['findings']} {meaning} Blocks{first}: {failure['examples']}."]
+    # Either timestamp of a non-positive delta may be the forged one: re-fetch the parent too.
+    suspects = {n - 1 for n in examples} if check == "non_positive_delta" else set()
+    files = _files_holding(data_dir, chain, suspects | set(examples))
+    if files:
+        spans = [span for _, span in files]
+        lines += [
+            f"Move the files that hold them out of {data_dir} (keep them until validate passes):",
+            *(f"  {path}" for path, _ in files),
+            "then fetch their blocks again from a trusted node (the chain's endpoint in the "
+            "configuration, or add --rpc URL --kind KIND):",
+            f"  blocktimesd backfill --data {data_dir} --chain {chain} "
+            f"--start {min(s.first for s in spans)} --end {max(s.last for s in spans)}",
+            "and run blocktimesd validate again.",
+        ]
+    if check == "timestamp_disagreement":
+        lines.append(
+            "If they still disagree, the consensus rows are the forged ones: fetch those "
+            "again the same way (their consensus_block_number is in the table above)."
+        )
+    return lines
+
+
+def _files_holding(data_dir: Path, chain: str, blocks: set[int]) -> list[tuple[Path, FileSpan]]:
+    """The data files of ``chain`` whose names say they hold any of ``blocks`` (names
+    were checked against the footers before the scripts ran)."""
+    named = ((path, parse_file_name(path.name)) for path in dataset_files(data_dir).get(chain, []))
+    return [
+        (path, span)
+        for path, span in named
+        if span is not None and any(span.first <= n <= span.last for n in blocks)
+    ]

@@ -6,6 +6,7 @@ import argparse
 import csv
 import io
 import json
+import re
 import statistics
 from dataclasses import replace
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from blocktimesd.cli import build_parser, main
 from blocktimesd.report import (
     SECTIONS,
     ReportParams,
@@ -67,6 +69,8 @@ def test_distribution_on_known_values(ten: Path) -> None:
         "outliers": 4,  # > 6000 ms
         "stalls": 2,  # > 8000 ms
         "missing_blocks": 0,
+        "non_positive_deltas": 0,
+        "timestamp_disagreements": 0,
     }
     [window] = out["windows"]
     assert window["window_start"] == "2025-08-01T00:00:00Z"
@@ -188,6 +192,8 @@ def test_cross_chain_latency_findings(tmp_path: Path) -> None:
     [xc] = out["cross_chain"]
     assert (xc["blocks"], xc["mapped"], xc["unmapped"], xc["matched"]) == (6, 5, 1, 4)
     assert (xc["source_not_on_disk"], xc["number_mismatch"], xc["nonzero"]) == (1, 1, 2)
+    disagreements = {s["chain"]: s["timestamp_disagreements"] for s in out["summary"]}
+    assert disagreements == {"auto-evm": 2, "consensus": 0}
     assert (xc["min_ms"], xc["max_ms"], xc["p50_ms"]) == (-250, 1500, 0)
     assert [
         (r["block_number"], r["consensus_block_number"], r["latency_ms"]) for r in out["latency"]
@@ -195,6 +201,24 @@ def test_cross_chain_latency_findings(tmp_path: Path) -> None:
         (2, 2, 1500),
         (3, 3, -250),
     ]
+
+
+def impossible(tmp_path: Path) -> Path:
+    """Consensus blocks 3 and 4 stamped at and before their parents; domain block 2
+    1.5 s after its consensus block (domain 1 and 2 map consensus 1 and 2)."""
+    consensus = chain_rows("consensus", [None, 6000, 0, -1000, 6000])
+    domain = domain_of(consensus[:2])
+    domain = with_changes(domain, 1, timestamp_ms=domain[1].timestamp_ms + 1500)
+    write_rows(tmp_path, [*consensus, *domain])
+    return tmp_path
+
+
+def test_summary_counts_impossible_values(tmp_path: Path) -> None:
+    out = report(impossible(tmp_path), sections=("summary",))
+    counts = {
+        s["chain"]: (s["non_positive_deltas"], s["timestamp_disagreements"]) for s in out["summary"]
+    }
+    assert counts == {"auto-evm": (0, 1), "consensus": (2, 0)}
 
 
 def test_since_until_and_chain_select_rows(tmp_path: Path) -> None:
@@ -250,12 +274,16 @@ def test_table_format(both: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert out.startswith(f"blocktimesd report: {both} (all chains;")
     for title in ("Per chain: deltas", "Stalls: deltas > 60 s", "Cross-chain latency"):
         assert title in out
+    assert "IMPOSSIBLE" not in out
     lines = out.splitlines()
-    header = lines.index("Per chain: deltas (ms), outliers, stalls, missing blocks") + 2
+    header = (
+        lines.index("Per chain: deltas (ms), outliers, stalls, missing blocks, impossible values")
+        + 2
+    )
     # Aligned: the dashes under each column are as wide as the column.
     widths = [len(dashes) for dashes in lines[header + 1].split("  ")]
     names = lines[header].split()
-    assert len(names) == len(widths) == 16
+    assert len(names) == len(widths) == 18
     assert all(len(name) <= width for name, width in zip(names, widths, strict=True))
 
 
@@ -267,6 +295,92 @@ def test_json_format(both: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert document["report"]["data_dir"] == str(both)
     assert {s["chain"]: s["stalls"] for s in document["summary"]} == {"auto-evm": 1, "consensus": 1}
     assert document["stalls"][0]["delta_ms"] == 70000
+    assert (document["report"]["first_time"], document["report"]["last_time"]) == (
+        "2025-08-01T00:00:00.000Z",
+        "2025-08-01T00:01:21.000Z",
+    )
+
+
+def test_impossible_values_in_the_formats(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = str(impossible(tmp_path))
+    assert run_report(parse("--data", data, "--format", "json")) == 0
+    summary = json.loads(capsys.readouterr().out)["summary"]
+    assert {s["chain"]: s["non_positive_deltas"] for s in summary} == {
+        "auto-evm": 0,
+        "consensus": 2,
+    }
+    assert {s["chain"]: s["timestamp_disagreements"] for s in summary} == {
+        "auto-evm": 1,
+        "consensus": 0,
+    }
+    assert run_report(parse("--data", data, "--format", "csv", "--section", "summary")) == 0
+    rows = csv.DictReader(io.StringIO(capsys.readouterr().out))
+    assert [(r["chain"], r["non_positive_deltas"], r["timestamp_disagreements"]) for r in rows] == [
+        ("auto-evm", "0", "1"),
+        ("consensus", "2", "0"),
+    ]
+    assert run_report(parse("--data", data)) == 0
+    heading = capsys.readouterr().out.splitlines()[1]
+    assert heading.startswith(
+        "IMPOSSIBLE VALUES (auto-evm: 1 timestamp disagreement(s); consensus: 2 non-positive "
+        "delta(s)): "
+    )
+    assert "`blocktimesd validate` names the blocks and the fix" in heading
+
+
+@pytest.mark.parametrize(
+    ("argv", "span"),
+    [
+        ([], "all data, 2025-08-01T00:00:00.000Z .. 2025-08-01T00:01:21.000Z;"),
+        (
+            ["--since", "2025-08-01T00:00:05Z"],
+            " 2025-08-01T00:00:05.000Z .. 2025-08-01T00:01:21.000Z;",
+        ),
+        (
+            ["--until", "2025-08-02"],
+            " 2025-08-01T00:00:00.000Z .. before 2025-08-02T00:00:00.000Z;",
+        ),
+        (["--since", "2025-08-02"], " no rows from 2025-08-02T00:00:00.000Z;"),
+    ],
+)
+def test_heading_names_the_span_of_the_data(
+    both: Path, argv: list[str], span: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_report(parse("--data", str(both), *argv)) == 0
+    heading = capsys.readouterr().out.splitlines()[0]
+    assert span in heading
+    assert "start .." not in heading
+    assert ".. end" not in heading
+
+
+def option_helps(command: str, capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
+    """``blocktimesd <command> --help``: each option's help text, whitespace normalized."""
+    assert main([command, "--help"]) == 0
+    options = capsys.readouterr().out.split("\noptions:\n", 1)[1]
+    helps = {}
+    for entry in re.split(r"\n(?=  -)", options):
+        invocation, *text = re.split(r"\s{2,}", entry.strip(), maxsplit=1)
+        helps[re.findall(r"--[a-z-]+", invocation)[0]] = " ".join(" ".join(text).split())
+    return helps
+
+
+@pytest.mark.parametrize("command", ["report", "validate"])
+def test_every_option_has_help_and_states_its_true_default_once(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    helps = option_helps(command, capsys)
+    defaults = build_parser().parse_args([command])
+    assert {"--data", "--chain", "--format", "--top"} <= set(helps)
+    for option, text in helps.items():
+        if option == "--help":
+            continue
+        assert text.count("(default") == 1, (option, text)
+        assert "(default: None)" not in text, option
+        default = getattr(defaults, option.removeprefix("--").replace("-", "_"), None)
+        if default is not None:
+            assert text.endswith(f"(default: {default})"), (option, text)
 
 
 def test_csv_format(both: Path, capsys: pytest.CaptureFixture[str]) -> None:

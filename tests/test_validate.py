@@ -200,6 +200,7 @@ async def test_run_validate_reports_failures(
     assert run_validate(parse("--data", str(tmp_path))) == 1
     out = capsys.readouterr().out
     assert "3 check(s) FAILED" in out
+    assert "blocktimesd backfill" in out  # the disagreement's fix
     assert "  consensus: missing_block_numbers: 1 (e.g. [5..5])" in out
     assert "  auto-evm: timestamp_disagreement: 1 (e.g. [3])" in out
     assert run_validate(parse("--data", str(tmp_path), "--format", "json")) == 1
@@ -217,6 +218,51 @@ async def test_run_validate_reports_failures(
     # --chain limits the checks to that chain.
     assert run_validate(parse("--data", str(tmp_path), "--chain", "auto-evm")) == 1
     assert "consensus: missing" not in capsys.readouterr().out
+
+
+def test_impossible_values_fail_naming_the_blocks_and_the_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = consensus()
+    # Consensus block 5 stamped 100 ms before its parent (block 4, the last of the first
+    # file); domain block 3 a second after its consensus block.
+    forged = shift(rows, 4, -6100)
+    paths = write_rows(tmp_path, [*forged, *_late(domain_of(rows[:3]))], per_file=4)
+    assert failing(tmp_path) == {
+        ("consensus", "non_positive_delta"),
+        ("auto-evm", "timestamp_disagreement"),
+    }
+    assert run_validate(parse("--data", str(tmp_path))) == 1
+    out = capsys.readouterr().out
+    verdict = out[out.index(f"validate {tmp_path}: 2 check(s) FAILED") :]
+    consensus_files = sorted(str(p) for p in paths if "chain=consensus" in str(p))
+    for line in [  # commands and paths on lines of their own, to be copied
+        "  consensus: non_positive_delta: 1 (e.g. [5])",
+        # The parent's timestamp may be the forged one: its file (1..4) goes too.
+        f"      {consensus_files[0]}",
+        f"      {consensus_files[1]}",
+        f"      blocktimesd backfill --data {tmp_path} --chain consensus --start 1 --end 8",
+        "  auto-evm: timestamp_disagreement: 1 (e.g. [3])",
+        f"      blocktimesd backfill --data {tmp_path} --chain auto-evm --start 1 --end 3",
+    ]:
+        assert line in verdict.splitlines(), line
+    prose = " ".join(verdict.split())
+    assert "1 block(s) stamped at or before their parent." in prose
+    assert "1 domain block(s) whose timestamp differs from their consensus block's." in prose
+    assert "Blocks: [5]." in prose
+    assert "Blocks: [3]." in prose
+    assert consensus_files[2] not in verdict  # blocks 9 and 10 are fine
+    assert run_validate(parse("--data", str(tmp_path), "--format", "json")) == 1
+    failures = json.loads(capsys.readouterr().out)["failures"]
+    commands = {f["check_name"]: [a for a in f["advice"] if "backfill" in a] for f in failures}
+    assert commands == {
+        "non_positive_delta": [
+            f"  blocktimesd backfill --data {tmp_path} --chain consensus --start 1 --end 8"
+        ],
+        "timestamp_disagreement": [
+            f"  blocktimesd backfill --data {tmp_path} --chain auto-evm --start 1 --end 3"
+        ],
+    }
 
 
 @pytest.mark.parametrize(
