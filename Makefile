@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run devnet test lint format typecheck check bench clean
+.PHONY: setup run devnet test lint format typecheck check bench newcomer clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 # The main job: follow both chains (mainnet by default; the built-in simulated network
-# when no configured endpoint is reachable).  Settings: docs/runbook/config.md.
+# when no configured endpoint is reachable).  Rows are on disk within about a minute of
+# being K blocks deep.  Settings: docs/runbook/config.md.
 run: $(STAMP)
 	$(BIN)/blocktimesd run --devnet-if-unreachable
 
@@ -47,5 +48,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/report_speed.py
 	$(BIN)/python bench/backfill_vs_reference.py
 
+# A newcomer's quick start, scripted (scripts/newcomer.sh): from a fresh clone, `make run`
+# twice, each stopped with Ctrl-C.  NEWCOMER_MINUTES sets how long each run lasts.
+newcomer:
+	bash scripts/newcomer.sh
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache tests/js/node_modules
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache tests/js/node_modules \
+		tests/chopsticks/node_modules

@@ -6,24 +6,18 @@ Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
 from __future__ import annotations
 
 import argparse
-import asyncio
+import importlib
 import logging
 import signal
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-import uvloop
-
 from blocktimesd import __version__
-from blocktimesd.backfill_cli import add_backfill_parser, rewrite_backfill_range, run_backfill
-from blocktimesd.devnet.cli import add_devnet_parser, run_devnet
 from blocktimesd.errors import BlocktimesError, ConfigError
-from blocktimesd.report import add_report_parser, run_report
-from blocktimesd.run_cli import add_run_parser, run_daemon
-from blocktimesd.validate import add_validate_parser, run_validate
 
-__all__ = ["main"]
+__all__ = ["COMMANDS", "build_parser", "main"]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -31,10 +25,63 @@ EXIT_USAGE = 2
 LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
-def build_parser() -> argparse.ArgumentParser:
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A subcommand: where its parser and engine live, imported only when it runs (so
+    ``blocktimesd --version`` or ``report`` does not load the daemon, pyarrow, duckdb)."""
+
+    module: str
+    add_parser: str  # add_X_parser(subparsers, parents)
+    run: str  # run_X(args): an exit code, or a coroutine of one
+    help: str  # its line in ``blocktimesd --help`` (the module's own, when it is built)
+
+
+COMMANDS = {
+    "run": Command(
+        "blocktimesd.run_cli",
+        "add_run_parser",
+        "run_daemon",
+        "follow the consensus chain and the Auto-EVM domain (the default command)",
+    ),
+    "backfill": Command(
+        "blocktimesd.backfill_cli",
+        "add_backfill_parser",
+        "run_backfill",
+        "fetch the rows of a past range of blocks",
+    ),
+    "report": Command(
+        "blocktimesd.report",
+        "add_report_parser",
+        "run_report",
+        "block-time metrics from the dataset (percentiles, jitter, outliers, gaps)",
+    ),
+    "validate": Command(
+        "blocktimesd.validate",
+        "add_validate_parser",
+        "run_validate",
+        "check the dataset (duplicates, gaps, parent links, deltas, mapping)",
+    ),
+    "devnet": Command(
+        "blocktimesd.devnet.cli",
+        "add_devnet_parser",
+        "run_devnet",
+        "run the simulated Autonomys network (consensus + Auto-EVM)",
+    ),
+}
+
+
+def _attr(command: Command, name: str) -> Callable[..., Any]:
+    function: Callable[..., Any] = getattr(importlib.import_module(command.module), name)
+    return function
+
+
+def build_parser(commands: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser, with the full parsers of ``commands`` (default: all) and a one-line
+    stand-in for each other subcommand."""
     parser = argparse.ArgumentParser(
         prog="blocktimesd",
-        description="Measure block times of the Autonomys Network.",
+        description="Measure block times of the Autonomys Network. With no command, "
+        "runs the daemon (blocktimesd run).",
     )
     parser.add_argument("--version", action="version", version=f"blocktimesd {__version__}")
     parser.add_argument(
@@ -42,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="INFO",
         choices=LOG_LEVELS,
         help="logging threshold (default: INFO)",
+    )
+    parser.add_argument(
+        "--backfill-range",
+        metavar="START:END",
+        help="one-shot backfill of blocks START to END, then exit: short for "
+        "`blocktimesd backfill --backfill-range START:END` (the other flags go to backfill; "
+        "see blocktimesd backfill --help) (default: none; the daemon runs)",
     )
     # Subcommands accept --log-level too, after their name.
     common = argparse.ArgumentParser(add_help=False)
@@ -52,22 +106,42 @@ def build_parser() -> argparse.ArgumentParser:
         help="logging threshold (default: INFO)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    add_run_parser(sub, [common])
-    add_backfill_parser(sub, [common])
-    add_report_parser(sub, [common])
-    add_validate_parser(sub, [common])
-    add_devnet_parser(sub, [common])
+    wanted = set(COMMANDS if commands is None else commands)
+    for name, command in COMMANDS.items():
+        if name in wanted:
+            _attr(command, command.add_parser)(sub, [common])
+        else:
+            sub.add_parser(name, help=command.help, add_help=False)
     return parser
 
 
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv``: the first word that is a command, or else the
+    first that is neither an option nor (as far as can be told) an option's value."""
+    previous = ""
+    for arg in argv:
+        if arg in COMMANDS:
+            return arg
+        if not arg.startswith("-") and not (previous.startswith("-") and "=" not in previous):
+            return arg
+        previous = arg
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        argv = rewrite_backfill_range(argv) or argv  # `--backfill-range N:M`, the one-shot form
+        if any(arg.startswith("--backfill-range") for arg in argv):
+            from blocktimesd.backfill_cli import rewrite_backfill_range
+
+            argv = rewrite_backfill_range(argv) or argv  # the one-shot form
+        named = _command_of(argv)
+        helping = named is None and any(arg in ("-h", "--help", "--version") for arg in argv)
+        # Only the named command's parser is built (none for `--help`: one line each).
+        parser = build_parser([] if helping or named not in (None, *COMMANDS) else [named or "run"])
+        if named is None and not helping:  # plain `blocktimesd [flags]` runs the daemon
+            argv = ["run", *argv]
         args = parser.parse_args(argv)
-        if args.command is None:  # plain `blocktimesd [--log-level L]` runs the daemon
-            args = parser.parse_args(["run", *argv])
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)
     except ConfigError as exc:
@@ -80,29 +154,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # websockets logs every server start and stop at INFO; operators need only its warnings.
     logging.getLogger("websockets").setLevel(max(logging.WARNING, logging.getLogger().level))
+    command = COMMANDS[args.command]
     try:
-        if args.command == "devnet":
-            return _run_async(run_devnet(args))
-        if args.command == "run":
-            return _run_async(run_daemon(args))
-        if args.command == "backfill":
-            return _run_async(run_backfill(args))
-        if args.command == "report":
-            return run_report(args)
-        if args.command == "validate":
-            return run_validate(args)
+        result = _attr(command, command.run)(args)
+        if isinstance(result, Coroutine):
+            return _run_async(result)
+        return int(result)
     except ConfigError as exc:
         print(f"blocktimesd: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except BlocktimesError as exc:
         print(f"blocktimesd: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    parser.print_help(sys.stderr)
-    return EXIT_USAGE
 
 
 def _run_async(coro: Coroutine[Any, Any, int]) -> int:
     """Run a subcommand on uvloop; SIGINT/SIGTERM cancel it, a second one forces exit."""
+    import asyncio
+
+    import uvloop
 
     async def runner() -> int:
         loop = asyncio.get_running_loop()

@@ -120,6 +120,7 @@ class Config:
     metrics_addr: MetricsAddr = MetricsAddr("127.0.0.1", 9615)
     max_rows_per_file: int = 500_000
     max_file_minutes: int = 15
+    checkpoint_s: float = 60.0  # the open file is written as it stands this often; 0: never
     max_inflight_headers: int = 64  # also the cap on requests in flight per connection
     rpc_batch_size: int = 1
     request_timeout_s: float = 30.0
@@ -384,6 +385,11 @@ _SETTINGS: Mapping[str, _Setting] = {
         env="MAX_FILE_MINUTES",
         parse=_whole(1),
         fix="set it to the most minutes a Parquet file stays open, e.g. 15",
+    ),
+    "checkpoint_s": _Setting(
+        parse=_number(0, above=False),
+        fix="set it to the seconds between writes of each chain's open file as it stands "
+        "(rows are durable within about this long; 0 writes complete files only), e.g. 60",
     ),
     "max_inflight_headers": _Setting(
         env="MAX_INFLIGHT_HEADERS",

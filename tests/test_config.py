@@ -347,6 +347,14 @@ MESSAGES: list[tuple[dict[str, Any], dict[str, str], dict[str, object], str]] = 
     ({"request_timeout_s": 0}, {}, {},
      f"request_timeout_s ({SRC}): 0 is not above 0; set it to the seconds to wait for an "
      "answer, e.g. 30"),
+    ({"head_poll_s": 0}, {}, {},
+     f"head_poll_s ({SRC}): 0 is not above 0; set it to the seconds without a new head after "
+     "which the node's best head is asked for (a node may drop a subscription silently), "
+     "e.g. 15"),
+    ({"checkpoint_s": -1}, {}, {},
+     f"checkpoint_s ({SRC}): -1 is below the minimum of 0; set it to the seconds between "
+     "writes of each chain's open file as it stands (rows are durable within about this "
+     "long; 0 writes complete files only), e.g. 60"),
     ({"request_timeout_s": "soon"}, {}, {},
      f"request_timeout_s ({SRC}): 'soon' is not a number; set it to the seconds to wait for "
      "an answer, e.g. 30"),
@@ -448,15 +456,15 @@ MESSAGES: list[tuple[dict[str, Any], dict[str, str], dict[str, object], str]] = 
      "domain_ids, endpoints, expected_chain_name, expected_genesis_hash, k, kind, name)"),
     ({"max_rows": 3}, {}, {},
      f"max_rows ({SRC}): unknown setting; remove it or correct its spelling (known: chains, "
-     "data_dir, delta_window, max_file_minutes, max_inflight_headers, max_rows_per_file, "
-     "metrics_addr, request_timeout_s, requests_per_second, rpc_batch_size, "
-     "shutdown_deadline_s, writer_queue_rows)"),
+     "checkpoint_s, data_dir, delta_window, head_poll_s, max_file_minutes, "
+     "max_inflight_headers, max_rows_per_file, metrics_addr, request_timeout_s, "
+     "requests_per_second, rpc_batch_size, shutdown_deadline_s, writer_queue_rows)"),
     ({}, {}, {"nope": 1},
      "nope (command line): unknown setting; remove it or correct its spelling (known: "
-     "auto_evm_rpc_ws, consensus_rpc_ws, data_dir, delta_window, k_auto_evm, k_consensus, "
-     "max_file_minutes, max_inflight_headers, max_rows_per_file, metrics_addr, "
-     "request_timeout_s, requests_per_second, rpc_batch_size, shutdown_deadline_s, "
-     "writer_queue_rows)"),
+     "auto_evm_rpc_ws, checkpoint_s, consensus_rpc_ws, data_dir, delta_window, head_poll_s, "
+     "k_auto_evm, k_consensus, max_file_minutes, max_inflight_headers, max_rows_per_file, "
+     "metrics_addr, request_timeout_s, requests_per_second, rpc_batch_size, "
+     "shutdown_deadline_s, writer_queue_rows)"),
     ({"chains": [{"kind": "auto-evm"}]}, {"CONSENSUS_RPC_WS": "ws://a"}, {},
      "CONSENSUS_RPC_WS: 'ws://a' applies to the chain of kind 'consensus', but none is "
      f"configured; add one to the chains of {SRC}, or unset CONSENSUS_RPC_WS"),
@@ -544,12 +552,13 @@ def test_config_error_maps_to_exit_code_2(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from blocktimesd import cli
+    from blocktimesd.devnet import cli as devnet_cli
 
     async def run(args: object) -> int:
         load_config(None, {"K_CONSENSUS": "abc", "METRICS_ADDR": "x"})
         return 0
 
-    monkeypatch.setattr(cli, "run_devnet", run)
+    monkeypatch.setattr(devnet_cli, "run_devnet", run)
     assert cli.main(["devnet"]) == 2
     err = capsys.readouterr().err
     assert "blocktimesd: 2 configuration problems:\n" in err

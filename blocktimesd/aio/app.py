@@ -76,6 +76,9 @@ class App:
                 max_rows=config.max_rows_per_file,
                 max_minutes=config.max_file_minutes,
                 queue_size=max(16, config.writer_queue_rows),
+                # Rows durable within about checkpoint_s, files completed every
+                # max_file_minutes: few files (docs/runbook/config.md).
+                checkpoint_s=config.checkpoint_s or None,
             ),
             observer=_WriterMetrics(self.metrics),
         )
@@ -289,6 +292,9 @@ class _WriterMetrics:
 
     def rows_pending(self, chain: str, rows: int) -> None:
         self._m.set_writer_rows_pending(chain, rows)
+
+    def rows_checkpointed(self, chain: str, rows: int) -> None:
+        self._m.observe_rows_written(chain, rows)
 
     def write_succeeded(self) -> None:
         self._m.observe_writer_success()

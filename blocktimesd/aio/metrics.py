@@ -11,6 +11,14 @@ Head lag, time since the last head and the delta quantiles are computed when
 Prometheus scrapes, from the injected clock (seconds since the epoch, like the
 on-chain timestamps), so they keep growing while a chain is stuck.  All methods are
 called from the event loop that also serves ``/metrics``.
+
+Head lag is how old the best head is: now minus its on-chain timestamp, or minus the
+time it arrived when its timestamp is later than that.  A head cannot have been made
+after it arrived, so a timestamp in the future says that this host's clock is behind
+the chain's (or that the chain's clock runs fast, as the simulated network's does at
+``--speed`` above 1); counting from the arrival keeps the lag a true lower bound that
+is never negative, and ``blocktimes_head_timestamp_ahead_seconds`` shows by how much
+the timestamp was ahead (0 on a healthy host).
 """
 
 from __future__ import annotations
@@ -96,23 +104,34 @@ class _LiveCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         m = self._metrics
-        lag, since, quantile, window = self._families()
+        lag, ahead, since, quantile, window = self._families()
         now = m._clock()
         for chain, head in sorted(m._heads.items()):
             if head.timestamp_ms is not None:
-                lag.add_metric([chain], now - head.timestamp_ms / 1000)
+                made = head.timestamp_ms / 1000
+                lag.add_metric([chain], now - min(made, head.seen_at))
+                ahead.add_metric([chain], max(0.0, made - head.seen_at))
             since.add_metric([chain], now - head.seen_at)
         for chain, deltas in sorted(m._windows.items()):
             window.add_metric([chain], len(deltas))
             for q, value in deltas.quantiles(QUANTILES):
                 quantile.add_metric([chain, f"{q:g}"], value)
-        return [lag, since, quantile, window]
+        return [lag, ahead, since, quantile, window]
 
     @staticmethod
     def _families() -> Iterator[GaugeMetricFamily]:
         yield GaugeMetricFamily(
             "blocktimes_head_lag_seconds",
-            "Now minus the on-chain timestamp of the best head",
+            "How old the best head is: now minus its on-chain timestamp, or minus when it "
+            "arrived if the timestamp is later (never negative; see "
+            "blocktimes_head_timestamp_ahead_seconds)",
+            labels=["chain"],
+        )
+        yield GaugeMetricFamily(
+            "blocktimes_head_timestamp_ahead_seconds",
+            "How far the best head's on-chain timestamp was ahead of this host's clock when "
+            "it arrived (0 normally; above 0: this clock is behind the chain's, or a "
+            "simulated chain runs fast)",
             labels=["chain"],
         )
         yield GaugeMetricFamily(
@@ -221,7 +240,11 @@ class Metrics:
             registry=r,
         )
         self.rows_written = Counter(
-            "blocktimes_rows_written", "Rows written to Parquet files", chain, registry=r
+            "blocktimes_rows_written",
+            "Rows made durable in Parquet files (completed files and the minutely snapshots "
+            "of open ones; each row counted once)",
+            chain,
+            registry=r,
         )
         self.files_written = Counter(
             "blocktimes_files_written", "Parquet files completed", chain, registry=r
@@ -237,7 +260,8 @@ class Metrics:
         )
         self.writer_rows_pending = Gauge(
             "blocktimes_writer_rows_pending",
-            "Rows the writer holds in memory, queued or buffered, not yet durable in a file",
+            "Rows the writer holds in memory that are not yet durable in a file (queued, or "
+            "buffered since the open file's last snapshot, taken every minute)",
             chain,
             registry=r,
         )

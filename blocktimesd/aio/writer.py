@@ -20,7 +20,13 @@ gap-free prefix at every step.
 
 Durability and resume.  Rows are durable once their file is renamed and the directory
 fsynced; until then they live in memory, at most ``max_rows`` per chain for at most
-``max_minutes``.  A stop of any kind loses only those, and the daemon resumes from
+``max_minutes``.  With ``checkpoint_s`` set (the daemon: 60 s), an open file of rows is
+also written as it stands every ``checkpoint_s`` seconds while it gains rows, each
+snapshot replacing the previous one (the old one is removed just before the new one is
+renamed into place, so no block is ever in two visible files; a crash between the two
+steps leaves a prefix), so rows are durable within about ``checkpoint_s`` while the
+files stay as few as ``max_minutes`` makes them.  A stop of any kind loses only the
+rows not yet durable, and the daemon resumes from
 :func:`last_durable` (the highest block on disk and its hash), fetching the lost rows
 again; it must check that the hash is still canonical and send :class:`DeleteFrom` if
 not.  Keep ``max_minutes`` inside the nodes' state-pruning window (256 blocks by
@@ -243,12 +249,16 @@ class WriterSettings:
     queue_size: int = 1024  # items (a list of rows counts as one)
     row_group_rows: int = 65_536
     poll_interval: float = 1.0  # seconds between checks of open files' age
+    # Seconds between snapshots of an open file of rows (None: written only when rolled).
+    checkpoint_s: float | None = None
     retry_initial: float = 1.0  # seconds before retrying a failed write; doubles ...
     retry_cap: float = 60.0  # ... up to this
 
     def __post_init__(self) -> None:
         if self.queue_size < 1 or self.row_group_rows < 1 or self.poll_interval <= 0:
             raise ValueError("queue_size, row_group_rows and poll_interval must be positive")
+        if self.checkpoint_s is not None and self.checkpoint_s <= 0:
+            raise ValueError("checkpoint_s must be positive (or None)")
 
     @property
     def policy(self) -> RotationPolicy:
@@ -278,6 +288,9 @@ class WriterObserver(Protocol):
     def rows_pending(self, chain: str, rows: int) -> None:
         """``chain`` has ``rows`` rows put and not yet durable (queued or buffered)."""
 
+    def rows_checkpointed(self, chain: str, rows: int) -> None:
+        """A snapshot of an open file made ``rows`` more rows of ``chain`` durable."""
+
     def write_succeeded(self) -> None:
         """DATA_DIR was taken, or an operation completed: the writer can write."""
 
@@ -299,6 +312,9 @@ class _NullObserver:
         pass
 
     def rows_pending(self, chain: str, rows: int) -> None:
+        pass
+
+    def rows_checkpointed(self, chain: str, rows: int) -> None:
         pass
 
     def write_succeeded(self) -> None:
@@ -663,6 +679,15 @@ class _WriteFile:
     batch: Batch[Row] | Batch[ReorgRecord]
     data: bytes | None = None
     published: Path | None = None  # renamed into place; only the directory fsync remains
+    replaces: _WriteFile | None = None  # the snapshot of the same open file it supersedes
+    checkpoint: bool = False  # a snapshot of a file still open, superseded later
+
+    @property
+    def new_rows(self) -> int:
+        """Rows this file makes durable that the snapshot it replaces did not."""
+        old = self.replaces
+        held = len(old.batch.items) if old is not None and old.published is not None else 0
+        return len(self.batch.items) - held
 
 
 @dataclass(slots=True)
@@ -728,6 +753,9 @@ class ParquetWriter:
         self._failing_since: float | None = None
         # Rows of each chain put and not yet durable (queued, buffered or being written).
         self._pending: dict[str, int] = {}
+        # The last snapshot of each open file of rows, by (dataset, chain), and when it
+        # was taken; the file's next snapshot or final write replaces it.
+        self._snapshots: dict[tuple[str, str], tuple[_WriteFile, float]] = {}
         self.status = WriterStatus.NEW
         self.error: StorageError | None = None  # the current write failure, if any
 
@@ -865,8 +893,9 @@ class ParquetWriter:
                 now = self._clock()
                 if item is not None:
                     self._handle(item, now)
-                self._ops.extend(map(_WriteFile, self._rows.due(now)))
+                self._write(self._rows.due(now))
                 self._ops.extend(map(_WriteFile, self._reorgs.due(now)))
+                self._checkpoint(now)
 
     async def _next_item(self) -> Item | None:
         if self._queue.empty():
@@ -896,6 +925,10 @@ class ParquetWriter:
             path = self.data_dir / "reconciliation" / f"{item.chain}.jsonl"
             self._ops.append(_Append(path, item.line))
         elif isinstance(item, DeleteFrom):
+            if any(chain == item.chain for _, chain in self._snapshots):
+                # Its open file is partly on disk: write it whole first, so that the
+                # repair below sees every row in one place.
+                self._schedule(RollReason.FLUSH)
             dropped = self._rows.discard_from(ROWS, item.chain, item.block_number)
             if dropped:
                 self._count_pending(item.chain, -dropped)
@@ -927,10 +960,34 @@ class ParquetWriter:
         batches = self._rows.extend(
             partition, list(zip(map(_NUMBER, rows), rows, strict=True)), now
         )
-        self._ops.extend(map(_WriteFile, batches))
+        self._write(batches)
+
+    def _write(self, batches: Sequence[Batch[Row]]) -> None:
+        """Write rolled files of rows, each replacing its open file's last snapshot."""
+        for batch in batches:
+            key = (batch.partition.dataset, batch.partition.chain)
+            snapshot = self._snapshots.pop(key, None)
+            self._ops.append(_WriteFile(batch, replaces=None if snapshot is None else snapshot[0]))
+
+    def _checkpoint(self, now: float) -> None:
+        """Snapshot every open file of rows that gained rows ``checkpoint_s`` ago or more."""
+        every = self.settings.checkpoint_s
+        if every is None:
+            return
+        for key, current in self._rows._open.items():
+            last = self._snapshots.get(key)
+            since = current.opened_at if last is None else last[1]
+            if now - since < every:
+                continue
+            if last is not None and len(last[0].batch.items) == len(current.items):
+                continue  # nothing new since the last snapshot
+            batch = current.roll(RollReason.FLUSH)  # a copy: the file stays open
+            op = _WriteFile(batch, replaces=None if last is None else last[0], checkpoint=True)
+            self._snapshots[key] = (op, now)
+            self._ops.append(op)
 
     def _schedule(self, reason: RollReason) -> None:
-        self._ops.extend(map(_WriteFile, self._rows.roll_all(reason)))
+        self._write(self._rows.roll_all(reason))
         self._ops.extend(map(_WriteFile, self._reorgs.roll_all(reason)))
 
     async def _apply_ops(self) -> None:
@@ -969,13 +1026,19 @@ class ParquetWriter:
                 schema = ROW_SCHEMA if op.batch.partition.dataset == ROWS else REORG_SCHEMA
                 op.data = _encode(_table(op.batch.items, schema), self.settings.row_group_rows)
             self._files.makedirs(directory)
-            op.published = self._publish(directory, op.batch.file_name(_token()), op.data)
+            old = None if op.replaces is None else op.replaces.published
+            op.published = self._publish(directory, op.batch.file_name(_token()), op.data, old)
         self._files.fsync_dir(directory)
 
-    def _publish(self, directory: Path, name: str, data: bytes) -> Path:
-        """Write ``data`` under a temp name and rename it to ``name``."""
+    def _publish(self, directory: Path, name: str, data: bytes, old: Path | None = None) -> Path:
+        """Write ``data`` under a temp name and rename it to ``name``, replacing ``old``."""
         temp = self._write_temp(directory, name, data)
         final = directory / name
+        if old is not None:
+            # Removed first: a block is never in two visible files; a crash before the
+            # rename leaves the chain's durable rows a prefix, fetched again at start.
+            with contextlib.suppress(FileNotFoundError):  # removed by an earlier attempt
+                self._files.unlink(old)
         try:
             self._files.replace(temp, final)
         except OSError:
@@ -1058,10 +1121,17 @@ class ParquetWriter:
 
     def _report(self, op: _WriteFile | _Append | _Delete) -> None:
         if isinstance(op, _WriteFile):
-            part, rows = op.batch.partition, len(op.batch.items)
-            self._observer.file_written(part.dataset, part.chain, rows)
+            part, rows, new = op.batch.partition, len(op.batch.items), op.new_rows
             if part.dataset == ROWS:
-                self._count_pending(part.chain, -rows)
+                self._count_pending(part.chain, -new)
+            if op.checkpoint:
+                self._observer.rows_checkpointed(part.chain, new)
+                self._log.debug(
+                    "%s: wrote %s, the open file so far (%d rows, blocks %d-%d)",
+                    part.chain, op.published, rows, op.batch.first, op.batch.last,
+                )  # fmt: skip
+                return
+            self._observer.file_written(part.dataset, part.chain, new)
             self._log.info(
                 "%s: wrote %s (%d rows, blocks %d-%d, %s)",
                 part.chain, op.published, rows, op.batch.first, op.batch.last, op.batch.reason,

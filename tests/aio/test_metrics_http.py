@@ -137,6 +137,24 @@ def test_head_lag_and_time_since_head_follow_the_clock(
     assert value(registry, "blocktimes_head_lag_seconds", chain="auto-evm") is None
 
 
+def test_head_lag_is_never_negative_when_the_chain_clock_runs_ahead(
+    registry: CollectorRegistry, metrics: Metrics, clock: Clock
+) -> None:
+    # The simulated network (or a host clock that is behind): the head is stamped 3377 s
+    # after it arrived.  The lag counts from its arrival instead; the gap is shown apart.
+    metrics.observe_head("consensus", 7, int((T0 + 3377) * 1000))
+    assert value(registry, "blocktimes_head_lag_seconds", chain="consensus") == 0
+    ahead = value(registry, "blocktimes_head_timestamp_ahead_seconds", chain="consensus")
+    assert ahead == pytest.approx(3377)
+    clock.now += 4
+    assert value(registry, "blocktimes_head_lag_seconds", chain="consensus") == pytest.approx(4)
+    # A head stamped in the past: the usual lag, nothing ahead.
+    metrics.observe_head("consensus", 8, int((T0 + 2) * 1000))
+    assert value(registry, "blocktimes_head_lag_seconds", chain="consensus") == pytest.approx(2)
+    ahead = value(registry, "blocktimes_head_timestamp_ahead_seconds", chain="consensus")
+    assert ahead == 0
+
+
 def test_confirmed_deltas_fill_the_histogram_and_the_window(
     registry: CollectorRegistry, metrics: Metrics
 ) -> None:

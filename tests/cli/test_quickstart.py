@@ -46,6 +46,9 @@ def test_the_fallback_runs_twice_into_datasets_of_its_own(tmp_path: Path) -> Non
         code, out = run_for(6.0, data)
         assert code == 0, out
         assert "following the built-in simulated Autonomys network" in out
+        # "connecting" first; "following" only once the chains really follow.
+        connecting = out.index("blocktimesd is connecting to consensus, auto-evm")
+        assert out.index("blocktimesd is following consensus, auto-evm") > connecting
     assert not (data / "block_times").exists(), "simulated rows in the real chains' dataset"
     datasets = sorted((data / "devnet").iterdir())
     assert len(datasets) == 2, datasets  # one per simulated chain (genesis)
