@@ -6,7 +6,10 @@ first, the ``block_number`` column only where a file does not prove itself gap-f
 and skipped, so re-running a range, overlapping the daemon's rows or resuming an
 interrupted backfill never writes a row twice.  The rest is worked through a window
 at a time (memory stays bounded whatever the range), with the next windows fetched
-while one is turned into rows.
+while one is turned into rows.  Blocks arrive in small groups, in order of number,
+and are counted for the progress as they arrive; an interrupt still writes the oldest
+window's blocks that arrived (as far as each is vouched for by its child).  A data file
+that cannot be read is named in an :class:`~blocktimesd.errors.InvalidDataFile`.
 
 Per block the cheapest set of calls: the hash by number (``chain_getBlockHash`` with a
 list of numbers), the header, and the storage values: ``Timestamp.Now`` with
@@ -37,7 +40,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
@@ -49,7 +52,7 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 from blocktimesd.aio.chain import ChainKind, ChainReader, check_runtime
 from blocktimesd.aio.follower import Unresolved
 from blocktimesd.aio.rpc import RpcClient
-from blocktimesd.aio.writer import Reconciliation
+from blocktimesd.aio.writer import Reconciliation, check_data_files
 from blocktimesd.core import decode, hexfacts
 from blocktimesd.core.header import hex_to_bytes, to_hex
 from blocktimesd.core.ranges import Span, merge, runs, subtract, total, windows
@@ -68,7 +71,7 @@ from blocktimesd.errors import (
     RetryPolicy,
     RpcError,
 )
-from blocktimesd.progress import Progress
+from blocktimesd.progress import ProgressSink
 
 __all__ = [
     "Backfill",
@@ -87,6 +90,8 @@ log = logging.getLogger(__name__)
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
 TIMESTAMP_NOW_KEY = "0xf0c365c3cf59d671eb72da0e7a4113c49f1f0515f462cdcf84e0f1d6045dfcbb"
 _DISCARDED = "State already discarded"
+_GROUP_BLOCKS = 16  # the least blocks fetched (and reported) together: see _group_size
+_SALVAGE_S = 10.0  # an interrupted run's time to write the rows it fetched already
 _T = TypeVar("_T")
 
 
@@ -153,6 +158,36 @@ class _Tip:
     child_spec: int  # the runtime its children run
 
 
+class _Landing:
+    """A window's blocks as they arrive, a group at a time: what the progress counts, and
+    what an interrupted run can still write (the groups that form an unbroken run from
+    the window's parent on)."""
+
+    def __init__(self, window: Span, report: Callable[[int], None] | None) -> None:
+        self.window = window
+        self.report = report
+        self.groups: dict[int, list[_Block]] = {}  # by the number of their first block
+
+    def add(self, blocks: list[_Block]) -> None:
+        if not blocks:
+            return
+        self.groups[blocks[0].number] = blocks
+        if self.report is not None:
+            window = self.window
+            # The parent and the child of the window are fetched with it, not for it.
+            inside = min(blocks[-1].number, window.last) - max(blocks[0].number, window.first)
+            self.report(max(inside + 1, 0))
+
+    def prefix(self) -> list[_Block]:
+        """The blocks that arrived from the window's parent on, up to the first gap."""
+        out: list[_Block] = []
+        number = self.window.first - 1
+        while (group := self.groups.get(number)) is not None:
+            out += group
+            number = group[-1].number + 1
+        return out
+
+
 # -- what is durable already ----------------------------------------------------------------
 
 
@@ -162,32 +197,43 @@ def durable_runs(data_dir: Path | str, chain: str, span: Span) -> list[Span]:
     A file whose row count equals its name's block range is gap-free and costs a footer
     read; only other files have their ``block_number`` column read.
     """
-    base = Path(data_dir) / ROWS / f"chain={check_chain(chain)}"
+    paths = _files_over(Path(data_dir), chain, span)
+    # A truncated or foreign file is named in one clear error (InvalidDataFile), not
+    # met as a pyarrow traceback halfway through the walk.
+    check_data_files([path for path, _ in paths], Path(data_dir))
     found: list[Span] = []
-    with contextlib.suppress(FileNotFoundError):
-        for directory in sorted(base.iterdir()):
-            if not directory.name.startswith("date="):
+    for path, name in paths:
+        with pq.ParquetFile(path) as parquet:
+            if parquet.metadata.num_rows == name.count:
+                found.append(name)
                 continue
-            for path in sorted(directory.iterdir()):
-                name = parse_file_name(path.name)
-                if name is None or name.last < span.first or name.first > span.last:
-                    continue
-                with pq.ParquetFile(path) as parquet:
-                    if parquet.metadata.num_rows == name.last - name.first + 1:
-                        found.append(Span(name.first, name.last))
-                        continue
-                    column = parquet.read(columns=["block_number"])["block_number"]
-                inside = pc.filter(
-                    column,
-                    pc.and_(pc.greater_equal(column, span.first), pc.less_equal(column, span.last)),
-                )
-                found.extend(runs(inside.to_pylist()))
+            column = parquet.read(columns=["block_number"])["block_number"]
+        inside = pc.filter(
+            column,
+            pc.and_(pc.greater_equal(column, span.first), pc.less_equal(column, span.last)),
+        )
+        found.extend(runs(inside.to_pylist()))
     clipped = [
         Span(max(s.first, span.first), min(s.last, span.last))
         for s in found
         if s.last >= span.first and s.first <= span.last
     ]
     return merge(clipped)
+
+
+def _files_over(data_dir: Path, chain: str, span: Span) -> list[tuple[Path, Span]]:
+    """``chain``'s data files whose names say they hold blocks of ``span``."""
+    base = data_dir / ROWS / f"chain={check_chain(chain)}"
+    out: list[tuple[Path, Span]] = []
+    with contextlib.suppress(FileNotFoundError):
+        for directory in sorted(base.iterdir()):
+            if not directory.name.startswith("date="):
+                continue
+            for path in sorted(directory.iterdir()):
+                name = parse_file_name(path.name)
+                if name is not None and name.last >= span.first and name.first <= span.last:
+                    out.append((path, Span(name.first, name.last)))
+    return out
 
 
 # -- what a node answers ---------------------------------------------------------------------
@@ -411,7 +457,7 @@ class Backfill:
         settings: BackfillSettings | None = None,
         unsafe_allowed: bool = False,
         consensus: ConsensusMap | None = None,
-        progress: Callable[[str, int], Progress] | None = None,
+        progress: Callable[[str, int], ProgressSink] | None = None,
         wall_clock: Callable[[], float] = time.time,
         retry: RetryPolicy | None = None,
     ) -> None:
@@ -436,7 +482,13 @@ class Backfill:
         self._unresolved = 0
         self._not_later = 0
         self._stopped_at: int | None = None
+        self._span: Span | None = None
+        self._skipped = 0
         self._batch = self.client.settings.batch_size
+        # Groups of blocks in flight: enough to keep the client's in-flight cap full, few
+        # enough that they are answered in order of number (the semaphore is FIFO), so
+        # an interrupted run has an unbroken run of blocks to write.
+        self._gate = asyncio.Semaphore(self.client.settings.max_inflight)
 
     async def _retrying(self, what: str, call: Callable[[], Awaitable[_T]]) -> _T:
         return await retrying(
@@ -466,10 +518,10 @@ class Backfill:
         if last < first:
             log.warning("%s: nothing to backfill in %s below tip - K", self.chain, requested)
             return ChainResult(self.chain, None)
-        span = Span(first, last)
+        span = self._span = Span(first, last)
         present = await asyncio.to_thread(durable_runs, self.data_dir, self.chain, span)
         missing = subtract(span, present)
-        skipped = span.count - total(missing)
+        skipped = self._skipped = span.count - total(missing)
         log.info(
             "%s: backfilling %d blocks of %s (%d already in the dataset), %s",
             self.chain, total(missing), span, skipped,
@@ -501,14 +553,20 @@ class Backfill:
                 "timing the node", lambda: choose_batch_size(self.client, self.chain)
             )
             progress = self._progress(self.chain, total(missing)) if self._progress else None
-            await self._pipeline(missing, progress)
-            if progress is not None:
-                progress.finish()
+            try:
+                await self._pipeline(missing, progress)
+            finally:
+                if progress is not None:  # however it ended: the rows written, truly
+                    progress.close(self._written)
+        return self.result()
+
+    def result(self) -> ChainResult:
+        """What the run did so far (all of it, once :meth:`run` returned)."""
         return ChainResult(
             self.chain,
-            span,
+            self._span,
             written=self._written,
-            skipped=skipped,
+            skipped=self._skipped,
             failed=tuple(merge(self._failed)),
             unresolved=self._unresolved,
             stopped_at=self._stopped_at,
@@ -522,39 +580,57 @@ class Backfill:
 
     # -- the pipeline: fetch ahead, write in order ----------------------------------------------
 
-    async def _pipeline(self, missing: list[Span], progress: Progress | None) -> None:
+    async def _pipeline(self, missing: list[Span], progress: ProgressSink | None) -> None:
         # Up to ``lookahead`` windows are being fetched (or wait, fetched) while the
         # oldest is turned into rows: the requests in flight never drain between windows,
         # and memory holds at most ``lookahead`` windows.
-        fetching: deque[tuple[Span, asyncio.Task[list[_Block]]]] = deque()
+        fetching: deque[tuple[_Landing, asyncio.Task[list[_Block]]]] = deque()
         todo = windows(missing, self.settings.window)
+        report = progress.advance if progress is not None else None
         try:
             while True:
                 while len(fetching) < self.settings.lookahead:
                     window = next(todo, None)
                     if window is None:
                         break
-                    task = asyncio.create_task(self._fetch(window), name=f"fetch-{window}")
-                    fetching.append((window, task))
+                    landing = _Landing(window, report)
+                    task = asyncio.create_task(self._fetch(window, landing), name=f"fetch-{window}")
+                    fetching.append((landing, task))
                 if not fetching:
                     return
-                window, task = fetching.popleft()
+                landing, task = fetching.popleft()
                 fetched: list[_Block] | BaseException
                 try:
                     fetched = await task
                 except BlocktimesError as exc:
                     fetched = exc
-                done = await self._write_window(window, fetched)
-                if progress is not None:
-                    progress.advance(window.count)
-                if not done:
+                except asyncio.CancelledError:
+                    await _cancel(task for _, task in fetching)
+                    await self._salvage(landing)
+                    raise
+                if not await self._write_window(landing.window, fetched):
                     return
         finally:
-            for _, task in fetching:
-                task.cancel()
-            for _, task in fetching:
-                with contextlib.suppress(asyncio.CancelledError, BlocktimesError):
-                    await task
+            await _cancel(task for _, task in fetching)
+
+    async def _salvage(self, landing: _Landing) -> None:
+        """On an interrupt, the rows of the oldest window's blocks that arrived already, as
+        far as they are vouched for (each block by its child), checked as ever."""
+        blocks = landing.prefix()
+        window = landing.window
+        if len(blocks) < 3:  # a parent, a block and the block's child at least
+            return
+        part = Span(window.first, min(blocks[-2].number, window.last))
+        try:
+            async with asyncio.timeout(_SALVAGE_S):
+                await self._emit(part, blocks[: part.count + 2])
+        except (BlocktimesError, TimeoutError) as exc:
+            log.warning(
+                "%s: blocks %s, fetched before the interrupt, are not written: %s",
+                self.chain, part, exc,
+            )  # fmt: skip
+            return
+        log.info("%s: interrupted: blocks %s written from what had arrived", self.chain, part)
 
     async def _write_window(self, window: Span, fetched: list[_Block] | BaseException) -> bool:
         """Turn one window into rows, fetching it again after a node fault or a transient
@@ -595,15 +671,18 @@ class Backfill:
 
     # -- fetching ---------------------------------------------------------------------------------
 
-    async def _fetch(self, window: Span) -> list[_Block]:
+    async def _fetch(self, window: Span, landing: _Landing | None = None) -> list[_Block]:
         """The window's blocks, the parent of its first and the child of its last, in
         order of number.  The child is what vouches for the last block (as each block
         vouches for its parent); only the best block has none, and then the last block
-        must be the best block."""
+        must be the best block.  Each group of blocks is handed to ``landing`` as it
+        arrives."""
         step = self.settings.blocks_per_task
         first, child = window.first - 1, window.last + 1
         tasks = [
-            self._fetch_chunk(n, min(n + step - 1, child), successor=n + step > child)
+            self._fetch_chunk(
+                n, min(n + step - 1, child), successor=n + step > child, landing=landing
+            )
             for n in range(first, child + 1, step)
         ]
         chunks = await asyncio.gather(*tasks)
@@ -620,10 +699,13 @@ class Backfill:
                 f"({block.hash}) is not the best block (#{number}, {computed})"
             )
 
-    async def _fetch_chunk(self, first: int, last: int, *, successor: bool = False) -> list[_Block]:
+    async def _fetch_chunk(
+        self, first: int, last: int, *, successor: bool = False, landing: _Landing | None = None
+    ) -> list[_Block]:
         """Blocks ``first``..``last``; with ``successor``, ``last`` may not exist yet."""
         numbers = list(range(first, last + 1))
-        hashes = await self.client.call("chain_getBlockHash", numbers)
+        async with self._gate:
+            hashes = await self.client.call("chain_getBlockHash", numbers)
         if not isinstance(hashes, list) or len(hashes) != len(numbers):
             raise MalformedAnswer(
                 f"blocks {first}-{last}: chain_getBlockHash answered {hashes!r:.80}"
@@ -640,6 +722,33 @@ class Backfill:
                     f"block {number}: chain_getBlockHash answered {block_hash!r:.80}"
                 )
         hashes = [h.lower() for h in hashes]  # as the rows and parent links spell them
+        size = self._group_size()
+        groups = await asyncio.gather(
+            *(
+                self._fetch_group(numbers[at : at + size], hashes[at : at + size], landing)
+                for at in range(0, len(numbers), size)
+            )
+        )
+        return [block for group in groups for block in group]
+
+    def _group_size(self) -> int:
+        """Blocks per group: a group's calls fill a batch (as many messages as a whole
+        chunk would take), yet there are groups enough to report progress often: with
+        single calls to a distant node, 16 blocks take well under a second."""
+        calls_per_block = 1 if self.query_storage else 2
+        return max(_GROUP_BLOCKS, -(-self._batch // calls_per_block))
+
+    async def _fetch_group(
+        self, numbers: list[int], hashes: list[str], landing: _Landing | None
+    ) -> list[_Block]:
+        async with self._gate:
+            blocks = await self._fetch_blocks(numbers, hashes)
+        if landing is not None:
+            landing.add(blocks)
+        return blocks
+
+    async def _fetch_blocks(self, numbers: list[int], hashes: list[str]) -> list[_Block]:
+        """The blocks of ``numbers``, whose hashes are ``hashes``: headers and storage."""
         header_calls = [("chain_getHeader", [h]) for h in hashes]
         if self.query_storage:
             headers, values = await asyncio.gather(
@@ -883,6 +992,16 @@ class Backfill:
                 await self.sink.put(Reconciliation(self.chain, record))
             out.append(_with_consensus(row, source if found.reason is None else None, found.number))
         return out, True
+
+
+async def _cancel(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancel ``tasks`` and wait for them; their errors are moot now."""
+    tasks = list(tasks)
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, BlocktimesError):
+            await task
 
 
 def _with_consensus(row: Row, source: str | None, number: int | None) -> Row:

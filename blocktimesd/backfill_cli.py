@@ -38,7 +38,7 @@ from blocktimesd.backfill import (
 from blocktimesd.config import ChainConfig, Config, command_line_chain, load_config
 from blocktimesd.core.ranges import Span, describe
 from blocktimesd.errors import BlocktimesError, ConfigError, RetryPolicy
-from blocktimesd.progress import Progress
+from blocktimesd.progress import ProgressSink, progress_for
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -72,7 +72,10 @@ never duplicates a row. --start and --end take a block number or a UTC date-time
 or after it, an end date-time the last block stamped before it. Settings as for run
 (--config FILE, environment); without a configuration entry for the chain, give
 --rpc URL and --kind. Exit codes: 0 done, 1 failed blocks (listed) or runtime failure,
-2 usage error, 130 interrupted (done work is kept; run again to resume)."""
+2 usage error, 130 interrupted (done work is kept; run again to resume).
+
+The one-shot form `blocktimesd --backfill-range START:END [options]` runs this command
+with --backfill-range START:END."""
 
 
 def add_backfill_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -81,6 +84,7 @@ def add_backfill_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> Non
         parents=parents,
         help="fetch the rows of a past range of blocks",
         description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # the paragraphs as written
     )
     add_backfill_arguments(p)
 
@@ -92,36 +96,61 @@ def add_backfill_arguments(p: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="a configured chain (consensus, auto-evm, ...), or all (default: all)",
     )
-    p.add_argument("--start", required=True, metavar="N|DATETIME", help="first block")
-    end = p.add_mutually_exclusive_group(required=True)
-    end.add_argument("--end", metavar="M|DATETIME", help="last block (inclusive)")
-    end.add_argument("--count", type=positive(int), metavar="C", help="number of blocks")
+    # Which blocks: --start with --end or --count, or --backfill-range; checked in
+    # _Ends, so that a message names the flags the user typed.
+    p.add_argument("--start", metavar="N|DATETIME", help="first block (or --backfill-range)")
+    p.add_argument("--end", metavar="M|DATETIME", help="last block, inclusive (or --count)")
+    p.add_argument("--count", type=positive(int), metavar="C", help="number of blocks from --start")
     p.add_argument(
-        "--k", type=non_negative(int), metavar="K", help="confirmation depth (default: K)"
+        "--backfill-range",
+        metavar="START:END",
+        help="the same as --start START --end END, e.g. 1000:2000",
     )
-    p.add_argument("--config", metavar="FILE", help="TOML configuration file")
-    p.add_argument("--data", metavar="DIR", help="dataset directory (overrides DATA_DIR)")
-    p.add_argument("--rpc", metavar="URL", help="ad-hoc chain: its WebSocket endpoint")
+    p.add_argument(
+        "--k",
+        type=non_negative(int),
+        metavar="K",
+        help="confirmation depth: only blocks at least K below the tip are written "
+        "(default: each chain's configured k; 100 for consensus and generic chains, 64 for "
+        "auto-evm, or K_CONSENSUS / K_AUTO_EVM)",
+    )
+    p.add_argument(
+        "--config", metavar="FILE", help="TOML configuration file (default: none; environment only)"
+    )
+    p.add_argument(
+        "--data",
+        metavar="DIR",
+        help="dataset directory (default: DATA_DIR, data_dir in the configuration, or ./data)",
+    )
+    p.add_argument(
+        "--rpc",
+        metavar="URL",
+        help="ad-hoc chain: its WebSocket endpoint (default: the configured chains)",
+    )
     p.add_argument(
         "--kind",
         choices=[k.value for k in ChainKind],
-        help="ad-hoc chain: what it is (default: generic)",
+        metavar="KIND",
+        help="ad-hoc chain: consensus, auto-evm or generic (default: generic)",
     )
     p.add_argument(
         "--consensus-rpc",
         metavar="URL",
-        help="ad-hoc auto-evm chain: the consensus endpoint for consensus_block_number",
+        help="ad-hoc auto-evm chain: the consensus endpoint for consensus_block_number "
+        "(default: none; the column is then null)",
     )
     p.add_argument(
         "--max-inflight",
         type=positive(int),
         default=DEFAULT_MAX_INFLIGHT,
+        metavar="N",
         help=f"requests in flight per connection (default: {DEFAULT_MAX_INFLIGHT})",
     )
     p.add_argument(
         "--batch-size",
         type=positive(int),
         default=DEFAULT_BATCH_SIZE,
+        metavar="N",
         help=f"calls per JSON-RPC batch at most (default: {DEFAULT_BATCH_SIZE}); fewer when the "
         "node takes long per call, 1 for no batches",
     )
@@ -129,14 +158,17 @@ def add_backfill_arguments(p: argparse.ArgumentParser) -> None:
         "--window",
         type=positive(int),
         default=DEFAULT_WINDOW,
-        help=f"blocks held at a time (default: {DEFAULT_WINDOW})",
+        metavar="N",
+        help=f"blocks checked and written at a time; {BackfillSettings().lookahead} windows are "
+        f"held in memory (default: {DEFAULT_WINDOW})",
     )
     p.add_argument(
         "--storage",
         choices=["auto", "per-block", "range"],
         default="auto",
-        help="how storage values are read: per block, by state_queryStorage ranges (needs "
-        "a node that allows unsafe RPC), or auto: ranges where allowed (default: auto)",
+        metavar="HOW",
+        help="how storage values are read: per-block, range (state_queryStorage; needs "
+        "a node that allows unsafe RPC), or auto: range where allowed (default: auto)",
     )
 
 
@@ -178,12 +210,12 @@ def range_problem(start: Point, end: Point) -> tuple[str, str] | None:
     return None
 
 
-def backfill_args_from_range(text: str, argv_rest: Sequence[str] = ()) -> list[str]:
-    """The ``backfill`` argv equivalent to ``--backfill-range N:M`` plus ``argv_rest``.
+def split_range(text: str) -> tuple[str, str]:
+    """``START`` and ``END`` of ``--backfill-range START:END``.
 
-    ``N`` and ``M`` are block numbers or date-times (the split is at the colon that
-    leaves two valid points).  Without ``--chain`` in ``argv_rest``, every configured
-    chain is backfilled.  Raises :class:`ConfigError` on a bad range.
+    They are block numbers or date-times (the split is at the colon that leaves two valid
+    points).  Raises :class:`ConfigError`, in the terms of ``--backfill-range``, on a bad
+    range.
     """
     for at in (i for i, c in enumerate(text) if c == ":"):
         start, end = text[:at], text[at + 1 :]
@@ -198,18 +230,30 @@ def backfill_args_from_range(text: str, argv_rest: Sequence[str] = ()) -> list[s
                 f"--backfill-range {text}: the end {end} is {problem[0]} the start {start}; "
                 f"give START:END with END {problem[1]} START, e.g. 1000:2000"
             )
-        return ["backfill", "--start", start, "--end", end, *argv_rest]
+        return start, end
     raise ConfigError(
         f"--backfill-range: {text!r} is not START:END; give e.g. 1000:2000 or "
         "2025-08-01T00:00:00Z:2025-08-02T00:00:00Z"
     )
 
 
+def backfill_args_from_range(text: str, argv_rest: Sequence[str] = ()) -> list[str]:
+    """The ``backfill`` argv equivalent to ``--backfill-range N:M`` plus ``argv_rest``.
+
+    Without ``--chain`` in ``argv_rest``, every configured chain is backfilled.  Raises
+    :class:`ConfigError` on a bad range (at once: nothing else needs reading first).
+    """
+    split_range(text)
+    return ["backfill", "--backfill-range", text, *argv_rest]
+
+
 def rewrite_backfill_range(argv: Sequence[str]) -> list[str] | None:
     """``argv`` with ``--backfill-range N:M`` turned into the ``backfill`` subcommand,
-    or None when it has no ``--backfill-range``."""
+    or None when it has no ``--backfill-range`` before a subcommand."""
     argv = list(argv)
     for i, arg in enumerate(argv):
+        if arg == "backfill":  # the subcommand itself takes --backfill-range
+            return None
         if arg == "--backfill-range":
             if i + 1 >= len(argv):
                 raise ConfigError("--backfill-range needs START:END, e.g. 1000:2000")
@@ -217,6 +261,52 @@ def rewrite_backfill_range(argv: Sequence[str]) -> list[str] | None:
         if arg.startswith("--backfill-range="):
             return backfill_args_from_range(arg.split("=", 1)[1], argv[:i] + argv[i + 1 :])
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Ends:
+    """The blocks asked for, as given, and how messages name each end: in the flags the
+    user typed (``--start 5``, or ``the start 5 of --backfill-range 5:9``)."""
+
+    start: str
+    end: str | None  # None: ``count`` blocks from the start
+    count: int | None
+    start_words: str
+    end_words: str
+
+
+def ends_of(args: argparse.Namespace) -> _Ends:
+    """The ends asked for; :class:`ConfigError` when they are missing, given twice, or
+    the end lies before the start (as far as that is known without a node)."""
+    text = args.backfill_range
+    if text is not None:
+        if args.start is not None or args.end is not None or args.count is not None:
+            raise ConfigError(
+                f"--backfill-range {text} gives both ends: leave out --start, --end and --count"
+            )
+        start, end = split_range(text)
+        return _Ends(start, end, None, f"the start {start} of --backfill-range {text}",
+                     f"the end {end}")  # fmt: skip
+    if args.start is None:
+        raise ConfigError(
+            "which blocks? give --start N with --end M or --count C, or --backfill-range START:END"
+        )
+    if (args.end is None) == (args.count is None):
+        raise ConfigError(
+            f"--start {args.start}: give its end with either --end M or --count C"
+            + ("" if args.end is None else ", not both")
+        )
+    if args.end is not None:
+        problem = range_problem(parse_point(args.start, "--start"), parse_point(args.end, "--end"))
+        if problem is not None:
+            raise ConfigError(
+                f"--end {args.end} is {problem[0]} --start {args.start}; give an --end "
+                f"{problem[1]} --start"
+            )
+    else:
+        parse_point(args.start, "--start")
+    return _Ends(args.start, args.end, args.count, f"--start {args.start}",
+                 f"--end {args.end}")  # fmt: skip
 
 
 # -- which chains ---------------------------------------------------------------------------
@@ -277,9 +367,11 @@ def _jobs(args: argparse.Namespace, config: Config) -> list[_Job]:
 
 
 class _Run:
-    def __init__(self, args: argparse.Namespace, config: Config) -> None:
+    def __init__(self, args: argparse.Namespace, config: Config, ends: _Ends) -> None:
         self.args = args
         self.config = config
+        self.ends = ends
+        self.engine: Backfill | None = None  # the chain being backfilled
         self.data_dir = Path(args.data) if args.data else config.data_dir
         self.clients: list[RpcClient] = []
         self.retry = RetryPolicy()
@@ -302,24 +394,26 @@ class _Run:
 
     async def span(self, engine: Backfill, label: str, tip: int) -> Span | None:
         """The blocks asked for (None: none lies between two date-times)."""
-        start = parse_point(self.args.start, "--start")
+        ends = self.ends
+        start = parse_point(ends.start, "--start")
         first = start.block
         if first is None:
             assert start.time_ms is not None
             first = await engine.block_at(start.time_ms, tip, end=False)
-            log.info("%s: --start %s is block %d", label, self.args.start, first)
-        if self.args.count is not None:
-            return Span(first, first + self.args.count - 1)
-        end = parse_point(self.args.end, "--end")
+            log.info("%s: %s is block %d", label, ends.start_words, first)
+        if ends.end is None:
+            assert ends.count is not None
+            return Span(first, first + ends.count - 1)
+        end = parse_point(ends.end, "--end")
         last = end.block
         if last is None:
             assert end.time_ms is not None
             last = await engine.block_at(end.time_ms, tip, end=True)
-            log.info("%s: --end %s is block %d", label, self.args.end, last)
+            log.info("%s: %s is block %d", label, ends.end_words, last)
         if last < first:  # a date-time was involved: numbers alone were checked before
             log.warning(
-                "%s: no block lies from --start %s (block %d) to --end %s (block %d)",
-                label, self.args.start, first, self.args.end, last,
+                "%s: no block lies from %s (block %d) to %s (block %d)",
+                label, ends.start_words, first, ends.end_words, last,
             )  # fmt: skip
             return None
         return Span(first, last)
@@ -357,6 +451,7 @@ class _Run:
             progress=_progress,
             retry=self.retry,
         )
+        self.engine = engine
         if self.args.storage == "range" and not preflight.info.unsafe_allowed:
             log.warning(
                 "%s: the node denies state_queryStorage; reading storage per block", chain.name
@@ -371,8 +466,8 @@ class _Run:
             await client.close()
 
 
-def _progress(label: str, total: int) -> Progress:
-    return Progress(label, total, sys.stderr, tty=sys.stderr.isatty())
+def _progress(label: str, total: int) -> ProgressSink:
+    return progress_for(label, total, sys.stderr)
 
 
 async def run_backfill(args: argparse.Namespace) -> int:
@@ -380,20 +475,13 @@ async def run_backfill(args: argparse.Namespace) -> int:
     # Everything that needs no node is checked before connecting to one.
     try:
         config = load_config(args.config, os.environ, {"data_dir": args.data})
+        ends = ends_of(args)
         jobs = _jobs(args, config)
-        start = parse_point(args.start, "--start")
-        if args.end is not None:
-            problem = range_problem(start, parse_point(args.end, "--end"))
-            if problem is not None:
-                raise ConfigError(
-                    f"--end {args.end} is {problem[0]} --start {args.start}; give an --end "
-                    f"{problem[1]} --start"
-                )
     except ConfigError as exc:
         print(f"blocktimesd backfill: {exc}", file=sys.stderr)
         return EXIT_USAGE
     with _gc_for_bulk():
-        return await _run_backfill(args, config, jobs)
+        return await _run_backfill(_Run(args, config, ends), jobs)
 
 
 @contextlib.contextmanager
@@ -415,8 +503,8 @@ def _gc_for_bulk() -> Iterator[None]:
         gc.unfreeze()
 
 
-async def _run_backfill(args: argparse.Namespace, config: Config, jobs: list[_Job]) -> int:
-    run = _Run(args, config)
+async def _run_backfill(run: _Run, jobs: list[_Job]) -> int:
+    config = run.config
     writer = ParquetWriter(
         run.data_dir,
         WriterSettings(
@@ -437,6 +525,8 @@ async def _run_backfill(args: argparse.Namespace, config: Config, jobs: list[_Jo
             task.uncancel()
         print("blocktimesd backfill: interrupted; writing what is done", file=sys.stderr)
         code = EXIT_INTERRUPTED
+        if run.engine is not None and (not results or results[-1].chain != run.engine.chain):
+            results.append(run.engine.result())  # the chain cut short
     except ConfigError as exc:
         print(f"blocktimesd backfill: {exc}", file=sys.stderr)
         code = EXIT_USAGE
@@ -457,20 +547,27 @@ async def _run_backfill(args: argparse.Namespace, config: Config, jobs: list[_Jo
     return code
 
 
+def _many(count: int, noun: str) -> str:
+    """``1 row``, ``2 rows``: a count and its noun."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
 def summary(result: ChainResult) -> str:
     """One line per chain for the end of a run."""
     if result.span is None:
         return f"{result.chain}: nothing to backfill (see the warning above)"
     text = (
-        f"{result.chain}: blocks {result.span}: {result.written} rows written, "
-        f"{result.skipped} already in the dataset"
+        f"{result.chain}: blocks {result.span}: {_many(result.written, 'row')} written, "
+        f"{_many(result.skipped, 'block')} already in the dataset"
     )
     if result.unresolved:
-        text += f", {result.unresolved} without a consensus block (see reconciliation/)"
+        text += (
+            f", {_many(result.unresolved, 'row')} without a consensus block (see reconciliation/)"
+        )
     if result.not_later:
         many = result.not_later != 1
         text += (
-            f", {result.not_later} block{'s' if many else ''} stamped no later than "
+            f", {_many(result.not_later, 'block')} stamped no later than "
             f"{'their' if many else 'its'} parent (written as the chain says; see the warnings)"
         )
     if result.stopped_at is not None:

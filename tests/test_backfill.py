@@ -8,7 +8,7 @@ import asyncio
 import dataclasses
 import itertools
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from blocktimesd.backfill_cli import (
     backfill_args_from_range,
     rewrite_backfill_range,
     run_backfill,
+    split_range,
     summary,
 )
 from blocktimesd.core.ranges import Span
@@ -297,15 +298,14 @@ async def test_usage_errors_exit_2(
 
 def test_backfill_range_becomes_the_subcommand() -> None:
     assert backfill_args_from_range("10:20", ["--chain", "consensus"]) == [
-        "backfill", "--start", "10", "--end", "20", "--chain", "consensus",
+        "backfill", "--backfill-range", "10:20", "--chain", "consensus",
     ]  # fmt: skip
-    assert backfill_args_from_range("2025-08-01T00:00:00Z:2025-08-02")[2:5] == [
-        "2025-08-01T00:00:00Z", "--end", "2025-08-02",
-    ]  # fmt: skip
+    assert split_range("2025-08-01T00:00:00Z:2025-08-02") == ("2025-08-01T00:00:00Z", "2025-08-02")
     assert rewrite_backfill_range(["--log-level", "DEBUG", "--backfill-range", "1:2"]) == [
-        "backfill", "--start", "1", "--end", "2", "--log-level", "DEBUG",
+        "backfill", "--backfill-range", "1:2", "--log-level", "DEBUG",
     ]  # fmt: skip
     assert rewrite_backfill_range(["run"]) is None
+    assert rewrite_backfill_range(["backfill", "--backfill-range", "1:2"]) is None
     with pytest.raises(ConfigError):
         backfill_args_from_range("10-20")
 
@@ -372,3 +372,108 @@ def test_storage_answers_are_read_whatever_the_order_of_keys() -> None:
     ]
     with pytest.raises(MalformedAnswer, match="state_queryStorageAt answered"):
         engine._values([1], ["0x01"], [[{"block": "0x01"}]])
+
+
+class Recorder:
+    """A progress sink that keeps what it was told, and how many rows were written then."""
+
+    def __init__(self, total: int, written: Callable[[], int]) -> None:
+        self.total = total
+        self.written = written
+        self.seen: list[tuple[int, int]] = []  # (blocks reported so far, rows written then)
+        self.closed: int | None = None
+
+    def advance(self, count: int) -> None:
+        done = (self.seen[-1][0] if self.seen else 0) + count
+        self.seen.append((done, self.written()))
+
+    def close(self, done: int) -> None:
+        self.closed = done
+
+
+class CountingWriter(ParquetWriter):
+    rows = 0
+
+    async def put(self, item: Any) -> None:
+        if isinstance(item, list):
+            self.rows += len(item)
+        await super().put(item)
+
+
+async def test_progress_counts_blocks_as_they_arrive_and_ends_on_the_rows_written(
+    tmp_path: Path,
+) -> None:
+    devnet = Devnet(dataclasses.replace(PARAMS, history=400), FaultParams(latency_ms=2))
+    recorders: list[Recorder] = []
+    async with devnet as urls:
+        settings = RpcSettings(endpoints=(urls.consensus,), max_inflight=2, batch_size=1)
+        async with RpcClient(settings, "consensus") as client, CountingWriter(tmp_path) as writer:
+            await client.wait_ready(10)
+
+            def progress(label: str, total: int) -> Recorder:
+                recorders.append(Recorder(total, lambda: writer.rows))
+                return recorders[-1]
+
+            engine = Backfill(
+                ChainReader(client, ChainKind.CONSENSUS, "consensus"), "consensus", K, writer,
+                tmp_path, settings=BackfillSettings(window=128), progress=progress,
+            )  # fmt: skip
+            result = await engine.run(Span(1, 300))
+    (recorder,) = recorders
+    assert recorder.total == 300
+    done = [count for count, _ in recorder.seen]
+    assert done == sorted(done)
+    # Counted as blocks arrive (16 at a time with single calls), not as windows are written.
+    assert len(done) >= 300 // 16
+    assert any(count > 0 and rows == 0 for count, rows in recorder.seen)
+    assert done[-1] == 300
+    assert recorder.closed == result.written == 300
+
+
+async def test_progress_of_a_domain_stopped_early_ends_on_the_rows_written(
+    tmp_path: Path, env: pytest.MonkeyPatch
+) -> None:
+    recorders: dict[str, Recorder] = {}
+
+    def progress(label: str, total: int) -> Recorder:
+        recorders[label] = Recorder(total, lambda: 0)
+        return recorders[label]
+
+    env.setattr("blocktimesd.backfill_cli._progress", progress)
+    devnet = Devnet(PARAMS)
+    async with devnet:
+        point_at(devnet, env)
+        # Domain blocks K deep whose consensus blocks are not yet K_CONSENSUS deep: the
+        # domain's backfill stops at the first of them.
+        env.setenv("K_CONSENSUS", "200")
+        env.setenv("K_AUTO_EVM", str(K))
+        tip = devnet.network.consensus.best.number
+        code = await backfill(tmp_path, "--start", "1", "--end", str(tip), "--batch-size", "1")
+    assert code == 0
+    for chain in ("consensus", "auto-evm"):
+        recorder = recorders[chain]
+        assert recorder.closed == len(read_rows(tmp_path, chain))
+        assert len(recorder.seen) > recorder.total // 128  # more often than once a window
+    domain = recorders["auto-evm"]
+    assert domain.closed is not None
+    assert domain.closed < domain.total  # stopped early: not "325/325 (100.0%)"
+
+
+async def test_an_interrupt_keeps_the_rows_of_a_large_window_fetched_so_far(
+    tmp_path: Path, env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    devnet = Devnet(dataclasses.replace(PARAMS, history=1200), FaultParams(latency_ms=5))
+    async with devnet:
+        point_at(devnet, env)
+        args = ("--chain", "consensus", "--start", "1", "--end", "1100", "--k", str(K),
+                "--max-inflight", "1", "--batch-size", "1", "--window", "4096")  # fmt: skip
+        task = asyncio.create_task(run_backfill(parse("--data", str(tmp_path), *args)))
+        await asyncio.sleep(2.0)  # the one window takes ~12 s
+        task.cancel()
+        assert await task == 130
+    done = check_no_duplicates(tmp_path, "consensus")
+    assert len(done) > 16
+    assert done == list(range(1, len(done) + 1))
+    check_consensus(read_rows(tmp_path, "consensus"), devnet.network)
+    err = capsys.readouterr().err
+    assert f"consensus: blocks 1-1100: {len(done):,} rows written" in err

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 
 from blocktimesd.aio.chain import ChainKind
-from blocktimesd.backfill_cli import _jobs, add_backfill_arguments, run_backfill
+from blocktimesd.backfill import ChainResult
+from blocktimesd.backfill_cli import _jobs, add_backfill_arguments, run_backfill, summary
 from blocktimesd.cli import main
 from blocktimesd.config import MAINNET, build_config
+from blocktimesd.core.ranges import Span
 from blocktimesd.devnet.app import Devnet
 from blocktimesd.devnet.params import ChainParams
 
@@ -138,3 +140,73 @@ async def test_date_times_with_no_block_between_them_write_nothing(
 
 def iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+
+
+@pytest.mark.usefixtures("offline")
+@pytest.mark.parametrize(
+    ("argv", "message", "not_typed"),
+    [
+        (["--backfill-range", "5:1"], "--backfill-range 5:1: the end 1 is below the start 5",
+         ["--start", "--end"]),
+        (["backfill", "--backfill-range", "5:1"],
+         "--backfill-range 5:1: the end 1 is below the start 5", ["--start", "--end"]),
+        (["backfill", "--start", "10", "--end", "5"], "--end 5 is below --start 10",
+         ["--backfill-range"]),
+        (["backfill", "--backfill-range", "1:5", "--count", "3"],
+         "--backfill-range 1:5 gives both ends", []),
+        (["backfill", "--start", "1"], "--start 1: give its end with either --end M or --count C",
+         ["--backfill-range"]),
+        (["backfill", "--start", "1", "--end", "5", "--count", "3"], "not both",
+         ["--backfill-range"]),
+        (["backfill", "--end", "5"], "which blocks?", []),
+    ],
+)  # fmt: skip
+def test_range_errors_exit_2_at_once_naming_what_was_typed(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    message: str,
+    not_typed: list[str],
+) -> None:
+    started = time.monotonic()
+    assert main([*argv, "--data", str(tmp_path)]) == 2
+    assert time.monotonic() - started < 5  # no node was asked
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+    for flag in not_typed:
+        assert flag not in err
+
+
+def test_every_backfill_flag_has_help_and_its_true_default(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["backfill", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "--backfill-range START:END" in text
+    assert "(default: K)" not in text
+    for raw in ("MAX_INFLIGHT", "BATCH_SIZE", "WINDOW", "{"):
+        assert raw not in text.split("options:")[1].replace("{DEBUG,INFO,WARNING,ERROR}", "")
+    parser = argparse.ArgumentParser()
+    add_backfill_arguments(parser)
+    unbounded = {"start", "end", "count", "backfill_range"}  # what the user must give
+    for action in parser._actions:
+        if action.dest == "help":
+            continue
+        assert action.help, action.dest
+        if action.dest in unbounded:
+            continue
+        assert "(default: " in action.help, action.dest
+        if action.default is not None:
+            assert f"(default: {action.default})" in action.help, action.dest
+
+
+def test_counts_in_the_summary_agree_with_their_nouns() -> None:
+    one = summary(ChainResult("consensus", Span(5, 5), written=1, skipped=1, unresolved=1,
+                              not_later=1))  # fmt: skip
+    assert "1 row written, 1 block already in the dataset, 1 row without" in one
+    assert "1 block stamped no later than its parent" in one
+    many = summary(ChainResult("consensus", Span(1, 3000), written=2999, skipped=0,
+                               not_later=2))  # fmt: skip
+    assert "2,999 rows written, 0 blocks already in the dataset" in many
+    assert "2 blocks stamped no later than their parent" in many

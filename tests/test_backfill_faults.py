@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from blocktimesd.aio.rpc import RpcClient, RpcSettings
+from blocktimesd.aio.writer import ParquetWriter
 from blocktimesd.backfill import TIMESTAMP_NOW_KEY, ConsensusMap
 from blocktimesd.backfill_cli import add_backfill_arguments, run_backfill
 from blocktimesd.core.header import PRE_RUNTIME, Header
@@ -26,6 +27,7 @@ from blocktimesd.devnet.app import Devnet
 from blocktimesd.devnet.chain import Block
 from blocktimesd.devnet.params import ChainParams
 from blocktimesd.errors import HashMismatch
+from tests.daemon import row_of
 from tests.lying_node import lying_node
 
 K = 20
@@ -356,3 +358,83 @@ async def test_timestamps_not_after_the_parent_s_are_kept_warned_and_counted(
         assert any("consensus" in w and f"block {number} " in w for w in warnings), warnings
     summary = [line for line in capsys.readouterr().err.splitlines() if "rows written" in line]
     assert "2 blocks stamped no later than their parent" in summary[0]
+
+
+# -- 5. what is on disk already: a file that cannot be read is named, not a traceback -------
+
+
+async def test_a_truncated_data_file_is_named_in_a_clear_error(
+    tmp_path: Path, env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    devnet = Devnet(PARAMS)
+    async with devnet as urls:
+        env.setenv("CONSENSUS_RPC_WS", urls.consensus)
+        async with ParquetWriter(tmp_path) as writer:
+            await writer.put([row_of(devnet.network.consensus.canonical[n]) for n in range(1, 51)])
+        (path,) = (tmp_path / "block_times" / "chain=consensus").glob("date=*/*.parquet")
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        code = await backfill(tmp_path, "--start", "1", "--end", "100")
+    assert code == 1  # InvalidDataFile: a storage problem, not a usage error
+    err = capsys.readouterr().err
+    assert f"blocktimesd backfill: cannot trust this file in {tmp_path}: {path}" in err
+    assert "Traceback" not in err
+    assert path.exists()  # left for the operator to look at
+
+
+# -- 6. endpoints may hold credentials: never shown -------------------------------------------
+
+APIKEY = "K3yValue"
+
+
+@pytest.fixture
+def all_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """Every log record of ours, DEBUG included; websockets' own as the CLI lets them
+    through (WARNING and above: its DEBUG lines show the request, query and all)."""
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.WARNING, logger="websockets")
+    return caplog
+
+
+def assert_no_secret(text: str) -> None:
+    assert SECRET not in text
+    assert APIKEY not in text
+
+
+async def test_an_unreachable_endpoint_is_shown_without_its_credentials(
+    tmp_path: Path,
+    env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    all_logs: pytest.LogCaptureFixture,
+) -> None:
+    env.setattr("blocktimesd.backfill_cli.CONNECT_WAIT_S", 1.0)
+    url = f"ws://alice:{SECRET}@127.0.0.1:1/rpc?apikey={APIKEY}"
+    code = await backfill(tmp_path, "--chain", "x", "--rpc", url, "--kind", "generic",
+                          "--start", "1", "--end", "5")  # fmt: skip
+    assert code == 1
+    out, err = capsys.readouterr()
+    assert "ws://***@127.0.0.1:1/rpc?apikey=***" in err
+    for text in (out, err, all_logs.text, *(str(r.args) for r in all_logs.records)):
+        assert_no_secret(text)
+
+
+async def test_a_failing_endpoint_is_shown_without_its_credentials(
+    tmp_path: Path,
+    env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    all_logs: pytest.LogCaptureFixture,
+) -> None:
+    devnet = Devnet(PARAMS)
+    async with devnet as urls:
+        target = devnet.network.consensus.canonical[70]
+        lie = MALFORMED["number not hex"](target)
+        async with lying_node(urls.consensus, lie, f"alice:{SECRET}") as base:
+            url = f"{base}/rpc?apikey={APIKEY}"
+            env.setenv("CONSENSUS_RPC_WS", url)
+            code = await backfill(tmp_path, "--start", "1", "--end", "150")
+    assert code == 1
+    out, err = capsys.readouterr()
+    assert "FAILED blocks: 65-128" in err
+    assert "/rpc?apikey=***" in err
+    assert "fetching them again" in all_logs.text  # the retries were logged, and checked
+    for text in (out, err, all_logs.text, *(str(r.args) for r in all_logs.records)):
+        assert_no_secret(text)
