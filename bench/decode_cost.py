@@ -2,7 +2,7 @@
 
 Builds devnet consensus blocks (bodies and events encoded with the devnet's runtime
 descriptions, which agree with the real metadata), then decodes them with runtimes
-built from the REAL metadata in ``../shared/data``:
+built from the REAL metadata in ``tests/data/metadata``:
 
 * fast: the functions in ``blocktimesd.core.decode`` (hand-read digests and storage
   values, extrinsic envelopes with metadata-built skippers, call indices by name);
@@ -36,7 +36,7 @@ from blocktimesd.core.runtime import Runtime, RuntimeVersion
 from blocktimesd.devnet.network import Network
 from blocktimesd.devnet.params import ChainParams
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "metadata"
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,10 @@ block runs its parent's runtime, and only a block whose header carries a
 ``RuntimeEnvironmentUpdated`` item changes the runtime of its children, so
 ``state_getRuntimeVersion`` is asked once per upgrade rather than once per block.
 Metadata is fetched once per spec version.
+
+A read the node answers with a transient error (busy, internal error, rate limited)
+is asked again in place, a few times with short delays (:func:`call_in_place`, which
+the preflight uses too), so that one such answer does not undo the work around it.
 """
 
 from __future__ import annotations
@@ -31,10 +35,19 @@ from blocktimesd.errors import (
     RetryPolicy,
     RpcError,
     UnsupportedRuntime,
-    classify,
 )
 
-__all__ = ["REQUIRED_ITEMS", "BlockFacts", "ChainKind", "ChainReader", "verify_hash"]
+__all__ = [
+    "IN_PLACE_ATTEMPTS",
+    "IN_PLACE_RETRY",
+    "REQUIRED_ITEMS",
+    "BlockFacts",
+    "ChainKind",
+    "ChainReader",
+    "call_in_place",
+    "call_one_in_place",
+    "verify_hash",
+]
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +69,60 @@ REQUIRED_ITEMS: dict[ChainKind, tuple[tuple[str, str, str], ...]] = {
         ("call", "Subspace", "store_segment_headers"),
     ),
 }
-_ATTEMPTS = 4  # per read, for the node's transient error answers
-_IN_PLACE = RetryPolicy(initial=0.05, cap=1.0)  # delays between those attempts
+IN_PLACE_ATTEMPTS = 4  # per read in all, for the node's transient error answers
+IN_PLACE_RETRY = RetryPolicy(initial=0.05, cap=1.0)  # delays between those attempts
 _VERSIONS_KEPT = 8192  # block hash -> spec version, for the blocks around the tip
+
+
+async def call_in_place(
+    client: RpcClient,
+    calls: Sequence[tuple[str, list[Any]]],
+    *,
+    retry: RetryPolicy = IN_PLACE_RETRY,
+    attempts: int = IN_PLACE_ATTEMPTS,
+    batch_size: int | None = None,
+) -> list[Any]:
+    """Many reads, with the node's errors in place (as :class:`RpcError` values).
+
+    The reads the node answers with a transient error (busy, internal error, rate
+    limited: ``retry.classify``) are asked again in place, ``attempts`` times in all
+    with ``retry``'s short delays between, so that one such answer neither costs the
+    connection nor undoes the work around it.  Other errors come back at once; a
+    transport error raises (the connection's own retry handles it).
+    """
+    if len(calls) == 1:
+        method, params = calls[0]
+        try:
+            results: list[Any] = [await client.call(method, *params)]
+        except RpcError as exc:
+            results = [exc]
+    else:
+        results = await client.call_many(calls, batch_size=batch_size)
+    delays = None
+    for _ in range(attempts - 1):
+        failed = [
+            at
+            for at, r in enumerate(results)
+            if isinstance(r, RpcError) and retry.classify(r) is Outcome.TRANSIENT
+        ]
+        if not failed:
+            break
+        delays = delays or retry.delays()
+        await asyncio.sleep(next(delays))
+        again = await client.call_many([calls[at] for at in failed], batch_size=batch_size)
+        for at, result in zip(failed, again, strict=True):
+            results[at] = result
+    return results
+
+
+async def call_one_in_place(
+    client: RpcClient, method: str, *params: Any, retry: RetryPolicy = IN_PLACE_RETRY
+) -> Any:
+    """One read, asked again as :func:`call_in_place` does; the error left raises."""
+    result = (await call_in_place(client, [(method, list(params))], retry=retry))[0]
+    if isinstance(result, RpcError):
+        raise result
+    return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,40 +156,13 @@ class ChainReader:
     # -- reads -------------------------------------------------------------------------------
 
     async def call(self, method: str, *params: Any) -> Any:
-        """One read.  The node's transient errors (busy, internal error) are asked again
-        a few times in place, so that one failed call does not undo the work around it;
-        what still fails raises."""
-        result = (await self.call_many([(method, list(params))]))[0]
-        if isinstance(result, RpcError):
-            raise result
-        return result
+        """One read, asked again in place if the node answers a transient error (see
+        :func:`call_in_place`); what still fails raises."""
+        return await call_one_in_place(self.client, method, *params)
 
     async def call_many(self, calls: Sequence[tuple[str, list[Any]]]) -> list[Any]:
-        """Many reads; errors come back in place (as :class:`RpcError`) once the
-        transient ones were asked again ``_ATTEMPTS - 1`` times."""
-        if len(calls) == 1:
-            method, params = calls[0]
-            try:
-                results: list[Any] = [await self.client.call(method, *params)]
-            except RpcError as exc:
-                results = [exc]
-        else:
-            results = await self.client.call_many(calls)
-        delays = None
-        for _ in range(_ATTEMPTS - 1):
-            failed = [
-                at
-                for at, r in enumerate(results)
-                if isinstance(r, RpcError) and classify(r) is Outcome.TRANSIENT
-            ]
-            if not failed:
-                break
-            delays = delays or _IN_PLACE.delays()
-            await asyncio.sleep(next(delays))
-            again = await self.client.call_many([calls[at] for at in failed])
-            for at, result in zip(failed, again, strict=True):
-                results[at] = result
-        return results
+        """Many reads; errors come back in place (see :func:`call_in_place`)."""
+        return await call_in_place(self.client, calls)
 
     # -- runtimes ----------------------------------------------------------------------------
 

@@ -14,16 +14,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from blocktimesd.aio.chain import call_in_place, call_one_in_place
 from blocktimesd.aio.rpc import RpcClient
-from blocktimesd.errors import (
-    NodeUnusable,
-    Outcome,
-    PrunedNode,
-    RetryPolicy,
-    RpcError,
-    WrongChain,
-    classify,
-)
+from blocktimesd.errors import NodeUnusable, PrunedNode, RetryPolicy, RpcError, WrongChain
 
 __all__ = ["REQUIRED_METHODS", "NodeExpectations", "NodeInfo", "Preflight", "check_history"]
 
@@ -74,27 +67,9 @@ _PREFLIGHT_CALLS: list[tuple[str, list[Any]]] = [
     ("state_getRuntimeVersion", []),
     ("rpc_methods", []),
 ]
-_ATTEMPTS = 4  # per preflight call, for the node's transient errors (busy, internal error)
-
-
-async def _call(
-    client: RpcClient, method: str, params: list[Any], first_error: RpcError | None = None
-) -> Any:
-    """One preflight call; the node's transient errors are asked again a few times
-    (with a short backoff) instead of costing the connection."""
-    error = first_error
-    delays = RetryPolicy(initial=0.1, cap=1.0).delays()
-    for attempt in range(_ATTEMPTS):
-        if error is not None:
-            if classify(error) is not Outcome.TRANSIENT or attempt == _ATTEMPTS - 1:
-                raise error
-            await asyncio.sleep(next(delays))
-        try:
-            return await client.call(method, *params)
-        except RpcError as exc:
-            error = exc
-    assert error is not None
-    raise error
+# The node's transient error answers (busy, internal error) are asked again in place
+# instead of costing the connection (see call_in_place).
+_RETRY = RetryPolicy(initial=0.1, cap=1.0)
 
 
 class Preflight:
@@ -107,13 +82,15 @@ class Preflight:
 
     async def __call__(self, client: RpcClient) -> None:
         url = client.shown_endpoint or "?"
-        results = await client.call_many(
+        results = await call_in_place(
+            client,
             _PREFLIGHT_CALLS,
+            retry=_RETRY,
             batch_size=1,  # pipelined: a node runs a batch's calls one after another
         )
-        for at, result in enumerate(results):
+        for result in results:
             if isinstance(result, RpcError):
-                results[at] = await _call(client, *_PREFLIGHT_CALLS[at], first_error=result)
+                raise result
         chain_name, node_name, node_version, genesis, version, methods_obj = results
         expect = self.expect
         if expect.chain_name is not None and chain_name != expect.chain_name:
@@ -165,7 +142,7 @@ class Preflight:
     async def _wait_while_syncing(self, client: RpcClient, url: str) -> None:
         waited_since = time.monotonic()
         while True:
-            health: Any = await _call(client, "system_health", [])
+            health: Any = await call_one_in_place(client, "system_health", retry=_RETRY)
             if not (isinstance(health, dict) and health.get("isSyncing")):
                 return
             waited = time.monotonic() - waited_since
@@ -184,7 +161,9 @@ class Preflight:
     @staticmethod
     async def _unsafe_allowed(client: RpcClient, genesis: str) -> bool:
         try:
-            await _call(client, "state_queryStorage", [[], genesis, genesis])
+            await call_one_in_place(
+                client, "state_queryStorage", [], genesis, genesis, retry=_RETRY
+            )
         except RpcError:
             return False
         return True

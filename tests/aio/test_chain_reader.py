@@ -1,4 +1,6 @@
-"""Block facts read over RPC equal the simulated chain's truth, across a runtime upgrade."""
+"""Block facts read over RPC equal the simulated chain's truth, across a runtime upgrade;
+the node's transient error answers are asked again in place, by the reader and the
+preflight alike."""
 
 from __future__ import annotations
 
@@ -7,14 +9,21 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from blocktimesd.aio.chain import ChainKind, ChainReader
+from blocktimesd.aio.chain import (
+    IN_PLACE_ATTEMPTS,
+    ChainKind,
+    ChainReader,
+    call_in_place,
+    call_one_in_place,
+)
+from blocktimesd.aio.preflight import NodeExpectations, Preflight
 from blocktimesd.aio.rpc import RpcClient, RpcSettings
 from blocktimesd.core import decode
 from blocktimesd.core.header import Header
 from blocktimesd.devnet.app import Devnet
 from blocktimesd.devnet.content import ConsensusFacts
 from blocktimesd.devnet.params import ChainParams
-from blocktimesd.errors import DecodeError, UnsupportedRuntime
+from blocktimesd.errors import DecodeError, RetryPolicy, RpcError, UnsupportedRuntime
 
 UPGRADE_AT = 40
 
@@ -27,6 +36,12 @@ class CountingObserver:
         self.calls[method] += 1
 
     def reconnected(self, endpoint: str) -> None:
+        pass
+
+    def connect_failed(self, endpoint: str, reason: str) -> None:
+        pass
+
+    def dropped(self, endpoint: str, reason: str) -> None:
         pass
 
 
@@ -153,3 +168,68 @@ async def test_runtime_upgrade_while_following() -> None:
     # The upgrade block is produced by the old runtime; its children by the new one.
     assert seen[34] == 6
     assert seen[35] == 7
+
+
+# -- in-place retries of the node's transient error answers ------------------------------
+
+FAST = RetryPolicy(initial=0.001, cap=0.002)
+
+
+async def test_transient_error_answers_are_asked_again_a_bounded_number_of_times(
+    devnet: Devnet,
+) -> None:
+    assert devnet.urls is not None
+    observer = CountingObserver()
+    async with client_for(devnet.urls.consensus, observer) as client:
+        await client.wait_ready(5)
+        reader = ChainReader(client, ChainKind.CONSENSUS, "consensus")
+        devnet.set_faults(error_rate=1.0)  # every answer: -32603 Internal error
+        with pytest.raises(RpcError) as raised:
+            await reader.call("system_chain")
+        assert raised.value.code == -32603
+        assert observer.calls["system_chain"] == IN_PLACE_ATTEMPTS
+        calls = [("chain_getBlockHash", [n]) for n in (1, 2, 3)]
+        results = await reader.call_many(calls)
+        assert all(isinstance(r, RpcError) and r.code == -32603 for r in results)
+        assert observer.calls["chain_getBlockHash"] == 3 * IN_PLACE_ATTEMPTS
+        # An error that another attempt cannot change comes back at once.
+        devnet.set_faults(error_rate=0.0)
+        with pytest.raises(RpcError) as raised:
+            await call_one_in_place(client, "no_suchMethod", retry=FAST)
+        assert raised.value.code != -32603
+        assert observer.calls["no_suchMethod"] == 1
+
+
+async def test_in_place_retries_recover_most_transient_answers(devnet: Devnet) -> None:
+    assert devnet.urls is not None
+    chain = devnet.network.consensus.canonical[1:81]
+    observer = CountingObserver()
+    async with client_for(devnet.urls.consensus, observer) as client:
+        await client.wait_ready(5)
+        devnet.set_faults(error_rate=0.5)
+        calls = [("chain_getBlockHash", [b.number]) for b in chain]
+        results = await call_in_place(client, calls, retry=FAST)
+    # Half fail once; 1 in 2**IN_PLACE_ATTEMPTS fails every attempt.
+    failed = [at for at, r in enumerate(results) if isinstance(r, RpcError)]
+    assert len(failed) < len(chain) // 4
+    assert observer.calls["chain_getBlockHash"] > len(chain) * 3 // 2
+    for block, result in zip(chain, results, strict=True):
+        assert isinstance(result, RpcError) or result == block.hash_hex
+
+
+async def test_preflight_asks_transient_error_answers_again_in_place(devnet: Devnet) -> None:
+    assert devnet.urls is not None
+    observer = CountingObserver()
+    async with client_for(devnet.urls.consensus, observer) as client:
+        await client.wait_ready(5)
+        check = Preflight(NodeExpectations(chain_name="Autonomys Devnet"), "consensus")
+        devnet.set_faults(error_rate=0.2)
+        await check(client)  # each call fails every attempt 1 time in 625
+        assert check.info is not None
+        assert check.info.chain_name == "Autonomys Devnet"
+        devnet.set_faults(error_rate=1.0)
+        observer.calls.clear()
+        with pytest.raises(RpcError):
+            await check(client)
+    for method in ("system_chain", "system_name", "chain_getBlockHash", "rpc_methods"):
+        assert observer.calls[method] == IN_PLACE_ATTEMPTS, method

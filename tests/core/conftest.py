@@ -1,26 +1,18 @@
-"""Runtimes built from the real V14 metadata in ``../shared/data`` (skipped if absent)."""
+"""Runtimes built from the real V14 metadata shipped in ``tests/data/metadata``."""
 
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
 
 import pytest
 
 from blocktimesd.core.metadata import parse_metadata
 from blocktimesd.core.runtime import Runtime, RuntimeVersion
+from tests.conftest import real_bytes as real_bytes  # re-exported for the tests here
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 SPEC6 = "subspace-spec6"
 DOMAIN0 = "subspace-evm-domain-spec0"
 GEMINI = "subspace-gemini-3h-spec7"
-
-
-def real_bytes(name: str, kind: str = "metadata-v14") -> bytes:
-    path = DATA / f"{name}.{kind}.scale"
-    if not path.exists():
-        pytest.skip(f"real runtime data not found at {path} (the ../shared/data folder)")
-    return path.read_bytes()
 
 
 def metadata_version(data: bytes) -> RuntimeVersion:

@@ -1,6 +1,6 @@
 """Runtime: metadata parsing, names to indices, storage keys, events and envelopes.
 
-Every runtime here is built from the REAL metadata in ``../shared/data``; the bytes it
+Every runtime here is built from the REAL metadata in ``tests/data/metadata``; the bytes it
 decodes are byte literals or are encoded with the devnet's runtime descriptions (which
 agree with the real metadata, see ``tests/devnet/test_metadata_agreement.py``).
 """

@@ -1,11 +1,11 @@
 """The devnet's hand-written runtimes agree with the real Autonomys runtimes.
 
-Both our ``RuntimeDesc.metadata`` bytes and the real V14 metadata in ``../shared/data``
-are decoded with scalecodec 1.2.12, then compared structurally: pallet names and
-indices, and for every call, event and storage item the devnet describes the full
-recursive shape of its types (kind, type path, field names, variant names and indices,
-array lengths, primitives).  A difference fails with the path where it was found,
-e.g. ``Domains.submit_bundle.opaque_bundle<V0>.0.sealed_header.header.receipt``.
+Both our ``RuntimeDesc.metadata`` bytes and the real V14 metadata shipped in
+``tests/data/metadata`` are decoded with scalecodec 1.2.12, then compared structurally:
+pallet names and indices, and for every call, event and storage item the devnet
+describes the full recursive shape of its types (kind, type path, field names, variant
+names and indices, array lengths, primitives).  A difference fails with the path where
+it was found, e.g. ``Domains.submit_bundle.opaque_bundle<V0>.0.sealed_header.header.receipt``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import random
 import struct
 from collections.abc import Callable
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,8 +32,8 @@ from blocktimesd.devnet.runtimes import (
 from blocktimesd.devnet.runtimes import consensus as cons
 from blocktimesd.devnet.runtimes import domain as dom
 from blocktimesd.errors import DecodeError
+from tests.conftest import real_bytes
 
-DATA = Path(__file__).parents[2].parent / "shared" / "data"
 CONSENSUS_FILE = "subspace-spec6"
 DOMAIN_FILE = "subspace-evm-domain-spec0"
 GEMINI_FILE = "subspace-gemini-3h-spec7"
@@ -110,10 +109,7 @@ def raw(value: str) -> bytes:
 
 @cache
 def real(name: str) -> Meta:
-    path = DATA / f"{name}.metadata-v14.scale"
-    if not path.exists():
-        pytest.skip(f"real runtime metadata not found at {path} (the ../shared/data folder)")
-    return Meta(path.read_bytes())
+    return Meta(real_bytes(name))
 
 
 @cache
@@ -456,10 +452,7 @@ def _read_runtime_version(data: bytes) -> dict[str, Any]:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_runtime_version_agrees(kind: str) -> None:
-    path = DATA / f"{REAL_FILE[kind]}.runtime-version.scale"
-    if not path.exists():
-        pytest.skip(f"real runtime version not found at {path}")
-    expected = _read_runtime_version(path.read_bytes())
+    expected = _read_runtime_version(real_bytes(REAL_FILE[kind], "runtime-version"))
     desc = runtime(kind, BASE[kind])
     got = {key: getattr(desc, key) for key in expected}
     assert got == expected

@@ -3,7 +3,7 @@
 Spec 6 (the base) follows the real ``subspace`` spec 6 runtime (mainnet, August 2025):
 every pallet name and index, and the exact shapes of the calls, events and storage
 items the devnet serves (see ``tests/devnet/test_metadata_agreement.py``, which checks
-them against the real metadata in ``../shared/data``).  Pallets the devnet does not
+them against the real metadata in ``tests/data/metadata``).  Pallets the devnet does not
 use are listed without calls, events or storage.
 
 Spec 7 is a simulated upgrade (``transaction_version`` 2) that changes what a
