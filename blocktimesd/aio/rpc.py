@@ -879,6 +879,10 @@ class RpcClient:
         fut = conn.pending.pop(key, None)
         if fut is not None and not fut.done():
             fut.cancel()
+        elif fut is not None and not fut.cancelled():
+            # Failed meanwhile (the connection ended during the send): the caller raises
+            # an error of its own, so mark this one seen, or asyncio logs it as lost.
+            fut.exception()
         conn.subscribing.pop(key, None)
 
 

@@ -268,3 +268,27 @@ async def test_call_many_abandons_what_it_still_awaits(devnet: Devnet) -> None:
         conn = client._conn
         assert conn is not None
         assert not conn.pending
+
+
+async def test_a_call_failed_while_it_was_being_sent_is_not_reported_as_lost() -> None:
+    """The connection ends during a send: the reader fails the call's future, then the
+    sender abandons it and raises its own error; asyncio must not log the first one as
+    an exception nobody retrieved."""
+    import gc
+
+    from blocktimesd.aio.rpc import _Connection
+    from blocktimesd.errors import ConnectionLost
+
+    loop = asyncio.get_running_loop()
+    unretrieved: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: unretrieved.append(context))
+    conn = _Connection(ws=None, url="ws://node", shown="ws://node")  # type: ignore[arg-type]
+    key, _ = conn.framing.request("system_health", [])
+    fut: asyncio.Future[object] = loop.create_future()
+    conn.pending[key] = fut
+    fut.set_exception(ConnectionLost("consensus: connection lost"))
+    RpcClient._abandon(conn, key)
+    del fut
+    gc.collect()
+    await asyncio.sleep(0)
+    assert not unretrieved, unretrieved
