@@ -156,8 +156,21 @@ class App:
             (self.readers[c.name] for c in self.config.chains if c.kind is ChainKind.CONSENSUS),
             None,
         )
+        resumes = {
+            c.name: await asyncio.to_thread(last_durable_row, self.config.data_dir, c.name)
+            for c in self.config.chains
+        }
+        # The consensus blocks the domain rows to come may name: at most those above the
+        # last durable domain row's (it names the lowest).
+        domain_sources = [
+            row.consensus_block_number
+            for c in self.config.chains
+            if c.kind is ChainKind.AUTO_EVM
+            and (row := resumes[c.name]) is not None
+            and row.consensus_block_number is not None
+        ]
         for chain in self.config.chains:
-            resume = await asyncio.to_thread(last_durable_row, self.config.data_dir, chain.name)
+            resume = resumes[chain.name]
             if resume is not None:
                 log.info("%s: resuming after block %d", chain.name, resume.block_number)
             self.followers[chain.name] = Follower(
@@ -171,6 +184,11 @@ class App:
                 consensus=index if chain.kind is not ChainKind.GENERIC else None,
                 consensus_reader=consensus_reader if chain.kind is ChainKind.AUTO_EVM else None,
                 head_poll_s=self.config.head_poll_s,
+                publish_durable_above=(
+                    min(domain_sources)
+                    if domain_sources and chain.kind is ChainKind.CONSENSUS
+                    else None
+                ),
                 wall_clock=self._wall,
             )
         for name, client in self.clients.items():

@@ -134,6 +134,21 @@ class ConsensusIndex:
         self.tip = -1
         self._changed = asyncio.Condition()
 
+    @property
+    def kept(self) -> int:
+        return self._kept
+
+    async def seed(self, rows: list[Row]) -> None:
+        """Blocks confirmed before this process started (durable rows, ascending)."""
+        for row in rows[-self._kept :]:
+            self._by_hash[hex_to_bytes(row.hash, "row hash")] = (row.block_number, row.timestamp_ms)
+        while len(self._by_hash) > self._kept:
+            self._by_hash.popitem(last=False)
+        if rows:
+            self.tip = max(self.tip, rows[-1].block_number)
+            async with self._changed:
+                self._changed.notify_all()
+
     async def confirmed(self, ref: BlockRef, timestamp_ms: int | None = None) -> None:
         self._by_hash[ref.hash] = (ref.number, timestamp_ms)
         if len(self._by_hash) > self._kept:
@@ -178,6 +193,7 @@ class Follower:
         consensus_reader: ChainReader | None = None,
         retry: RetryPolicy | None = None,
         head_poll_s: float = 15.0,
+        publish_durable_above: int | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.reader = reader
@@ -188,6 +204,9 @@ class Follower:
         self.consensus_reader = consensus_reader
         self.retry = retry or RetryPolicy()
         self.head_poll_s = head_poll_s  # silence after which the best head is asked for
+        # Durable rows above this block go to the consensus index on start: the domain
+        # rows still to come name them, and need not ask the node about each one.
+        self._publish_durable_above = publish_durable_above
         self._tail = tail
         self._wall = wall_clock
         self._facts: OrderedDict[bytes, BlockFacts] = OrderedDict()
@@ -272,6 +291,19 @@ class Follower:
         self.resume_row = keep
         self._reset(ForkTree(self.k, refs), keep)
 
+    async def _publish_durable(self) -> None:
+        above, last = self._publish_durable_above, self.resume_row
+        if above is None or last is None or self.consensus is None or self._tail is None:
+            return
+        count = min(last.block_number - above, self.consensus.kept)
+        rows = await self._tail(count) if count > 0 else []
+        if rows:
+            await self.consensus.seed(rows)
+            log.info(
+                "%s: blocks #%d..#%d, durable, are known to the domain follower",
+                self.chain, rows[0].block_number, rows[-1].block_number,
+            )  # fmt: skip
+
     def _reset(self, tree: ForkTree, last: Row | None) -> None:
         self.tree = tree
         self._todo.clear()
@@ -300,6 +332,7 @@ class Follower:
                 if not self._started:
                     await self.reader.check_runtime()
                     await self.verify_resume()
+                    await self._publish_durable()
                     self._started = True
                 await self._drain()  # work left by an error
                 await self._advance(self.tree.resume())

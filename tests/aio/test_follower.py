@@ -501,3 +501,57 @@ async def test_a_subscription_the_node_dropped_without_a_word_is_noticed_and_ren
     assert sink.rows[-1].block_number == target
     assert metrics.counts.get("retry silent subscription", 0) >= 1
     assert reader.client.subscriptions >= 2
+
+
+async def test_durable_consensus_rows_resolve_domain_sources_without_asking_the_node() -> None:
+    """After a restart, the domain blocks still to come name consensus blocks that were
+    confirmed (and written) before it: the consensus follower publishes those rows, so the
+    domain follower resolves them while the consensus node answers nothing but errors."""
+    rng = random.Random(8)
+    consensus_chain = Chain(rng)
+    consensus_chain.grow(30)
+    canonical = consensus_chain.canonical()
+    durable = [
+        Row("consensus", b.header.number, to_hex(b.hash), to_hex(b.header.parent_hash),
+            b.timestamp_ms or 0, None, 0, None, None, None, None, 1, None)
+        for b in canonical[1:21]
+    ]  # fmt: skip
+    consensus_faults = Faults(rng)
+    consensus_reader = FakeReader(consensus_chain, consensus_faults, ChainKind.CONSENSUS)
+    index = ConsensusIndex()
+    consensus_sink = Sink(rows=list(durable))
+    consensus = follower_for(
+        consensus_reader, consensus_sink, Metrics(), 4, consensus=index,
+        resume=durable[-1], publish_durable_above=5,
+    )  # fmt: skip
+    consensus_task = asyncio.create_task(consensus.run())
+    for _ in range(200):
+        await asyncio.sleep(0.005)
+        if index.tip >= 20:
+            break
+    assert index.tip == 20
+    assert index.number_of(canonical[6].hash) == 6
+    assert index.number_of(canonical[5].hash) is None  # at or below the domain's source
+    consensus_faults.error_rate = 1.0  # from here the consensus node answers only errors
+
+    domain_chain = Chain(rng)
+    tip = domain_chain.best
+    for source in canonical[6:21]:
+        tip = domain_chain.child(tip, consensus=source.hash)
+        tip.timestamp_ms = source.timestamp_ms
+    domain_chain.best = tip
+    reader = FakeReader(domain_chain, Faults(rng), ChainKind.AUTO_EVM)
+    sink = Sink()
+    domain = follower_for(
+        reader, sink, Metrics(), 2, consensus=index, consensus_reader=consensus_reader
+    )
+    first = domain_chain.canonical()[1].header.to_json()
+    task = await drive(domain, reader, [first, domain_chain.best.header.to_json()])
+    await settle(domain, reader, task)
+    consensus_task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await consensus_task
+    check_rows(sink.rows, domain_chain, 2)
+    assert len(sink.rows) == domain_chain.best.header.number - 2
+    assert [r.consensus_block_number for r in sink.rows] == list(range(6, 6 + len(sink.rows)))
+    assert sink.reconciliations == []
