@@ -43,17 +43,23 @@ _PER_MINUTE = {
 _REQUEST_TIMEOUT_S = 3.0  # short, so that outages outlast it in seconds
 
 
-def scenario(minutes: float) -> Scenario:
+def scenario(
+    minutes: float, error_rate: float | None = None, longest_outage_s: float = 3.0
+) -> Scenario:
     events = {kind: max(1, round(n * minutes)) for kind, n in _PER_MINUTE.items()}
+    faults = dict(ALL_FAULTS)
+    if error_rate is not None:
+        faults["error_rate"] = error_rate
     return Scenario(
         "soak",
-        faults=ALL_FAULTS,
+        faults=faults,
         events={**events, "upgrade": 1},
         seconds=minutes * 60,
         fork_rate=0.2,
         request_timeout_s=_REQUEST_TIMEOUT_S,
         restart_in_outage=True,
         kill_every=(3.0, 60.0),
+        outage_beyond_timeout_s=(1.0, max(1.0, longest_outage_s)),
         min_rows=100,
     )
 
@@ -86,9 +92,14 @@ def report(outcome: Outcome, plan: Scenario) -> int:
     return 1 if problems or any(totals.values()) else 0
 
 
-async def soak(minutes: float, seed: int, workdir: Path) -> int:
-    plan = scenario(minutes)
-    print(f"soak: {minutes:g} min of every fault, BLOCKTIMESD_CHAOS_SEED={seed}, in {workdir}")
+async def soak(
+    minutes: float, error_rate: float | None, longest_outage_s: float, seed: int, workdir: Path
+) -> int:
+    plan = scenario(minutes, error_rate, longest_outage_s)
+    print(
+        f"soak: {minutes:g} min of every fault (error rate {plan.faults['error_rate']:g}), "
+        f"BLOCKTIMESD_CHAOS_SEED={seed}, in {workdir}"
+    )
     sys.stdout.flush()
     return report(await run_scenario(plan, seed, workdir), plan)
 
@@ -96,17 +107,35 @@ async def soak(minutes: float, seed: int, workdir: Path) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the faulty phase")
+    parser.add_argument(
+        "--error-rate",
+        type=float,
+        help=f"share of calls answered with an error (default: {ALL_FAULTS['error_rate']:g})",
+    )
+    parser.add_argument(
+        "--longest-outage",
+        type=float,
+        default=3.0,
+        help="most seconds a node outage lasts beyond the daemon's request timeout "
+        f"({_REQUEST_TIMEOUT_S:g} s) (default: 3)",
+    )
     parser.add_argument("--seed", type=int, help="replay a run (default: random)")
     parser.add_argument("--keep", type=Path, help="work in this directory and keep it")
     args = parser.parse_args()
     if args.minutes <= 0:
         parser.error("--minutes must be positive")
+    if args.error_rate is not None and not 0 <= args.error_rate < 1:
+        parser.error("--error-rate must be at least 0 and below 1")
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     if args.keep is not None:
         args.keep.mkdir(parents=True, exist_ok=True)
-        return asyncio.run(soak(args.minutes, seed, args.keep))
+        return asyncio.run(
+            soak(args.minutes, args.error_rate, args.longest_outage, seed, args.keep)
+        )
     with tempfile.TemporaryDirectory(prefix="blocktimesd-soak-") as tmp:
-        return asyncio.run(soak(args.minutes, seed, Path(tmp)))
+        return asyncio.run(
+            soak(args.minutes, args.error_rate, args.longest_outage, seed, Path(tmp))
+        )
 
 
 if __name__ == "__main__":

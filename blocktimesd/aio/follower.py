@@ -523,9 +523,12 @@ class Follower:
         facts = self._facts.get(block_hash)
         if facts is None:
             facts = await self.reader.facts(header)
-            self._facts[block_hash] = facts
-            if len(self._facts) > _FACTS_KEPT:
-                self._facts.popitem(last=False)
+            # Only whole answers are kept: a block without its timestamp (bar genesis) is
+            # a wrong answer, asked again next time rather than remembered.
+            if facts.timestamp_ms is not None or header.number == 0:
+                self._facts[block_hash] = facts
+                if len(self._facts) > _FACTS_KEPT:
+                    self._facts.popitem(last=False)
         self._remember(header)
         return facts
 

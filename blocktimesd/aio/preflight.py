@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from blocktimesd.aio.chain import call_in_place, call_one_in_place
 from blocktimesd.aio.rpc import RpcClient
-from blocktimesd.errors import NodeUnusable, PrunedNode, RetryPolicy, RpcError, WrongChain
+from blocktimesd.errors import (
+    MalformedAnswer,
+    NodeUnusable,
+    PrunedNode,
+    RetryPolicy,
+    RpcError,
+    WrongChain,
+)
 
 __all__ = ["REQUIRED_METHODS", "NodeExpectations", "NodeInfo", "Preflight", "check_history"]
 
@@ -72,6 +80,29 @@ _PREFLIGHT_CALLS: list[tuple[str, list[Any]]] = [
 _RETRY = RetryPolicy(initial=0.1, cap=1.0)
 
 
+_GENESIS = re.compile(r"^0x[0-9a-fA-F]{64}$")
+
+
+def _check_shapes(
+    label: str, url: str, chain_name: Any, genesis: Any, version: Any, methods: Any
+) -> None:
+    """Answers of the wrong shape are the node's fault (retried, then failed over), not
+    a sign of another network."""
+    wrong = [
+        what
+        for what, ok in (
+            ("system_chain is not a string", isinstance(chain_name, str)),
+            ("chain_getBlockHash(0) is not a 32-byte hex hash",
+             isinstance(genesis, str) and _GENESIS.match(genesis) is not None),
+            ("state_getRuntimeVersion is not an object", isinstance(version, dict)),
+            ("rpc_methods is not an object", isinstance(methods, dict)),
+        )
+        if not ok
+    ]  # fmt: skip
+    if wrong:
+        raise MalformedAnswer(f"{label}: {url} answered the preflight wrongly: {'; '.join(wrong)}")
+
+
 class Preflight:
     """The ``on_connect`` hook of an :class:`RpcClient`; remembers what it found."""
 
@@ -92,6 +123,7 @@ class Preflight:
             if isinstance(result, RpcError):
                 raise result
         chain_name, node_name, node_version, genesis, version, methods_obj = results
+        _check_shapes(self.label, url, chain_name, genesis, version, methods_obj)
         expect = self.expect
         if expect.chain_name is not None and chain_name != expect.chain_name:
             raise WrongChain(
@@ -104,11 +136,7 @@ class Preflight:
                 f"{self.label}: {url} has genesis {genesis}, but the configuration expects "
                 f"{expect.genesis_hash}; this is another network"
             )
-        methods = (
-            frozenset(methods_obj.get("methods", []))
-            if isinstance(methods_obj, dict)
-            else frozenset()
-        )
+        methods = frozenset(methods_obj.get("methods", []))
         missing = sorted(REQUIRED_METHODS - methods) if methods else []
         if missing:
             raise NodeUnusable(f"{self.label}: {url} does not offer {', '.join(missing)}")

@@ -20,10 +20,11 @@ import sys
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from websockets.exceptions import ConnectionClosed
 
@@ -34,6 +35,8 @@ __all__ = [
     "FAULTS_OFF",
     "K_CONSENSUS",
     "K_DOMAIN",
+    "Daemon",
+    "Middle",
     "Outcome",
     "Scenario",
     "run_scenario",
@@ -101,10 +104,18 @@ class Scenario:
     # A short daemon request timeout lets an outage outlast it in a few seconds.
     request_timeout_s: float | None = None
     restart_in_outage: bool = False  # kill -9 and restart the daemon early in each outage
+    # Seconds an outage lasts beyond the daemon's request timeout (drawn in this range).
+    outage_beyond_timeout_s: tuple[float, float] = (1.0, 3.0)
+    max_rows_per_file: int = MAX_ROWS_PER_FILE
+    settings: Mapping[str, float] = field(default_factory=dict)  # more of the daemon's
     kill_every: tuple[float, float] | None = None  # kill -9 at intervals drawn from this range
     # Rows per chain that show the daemon kept up: at least this many, or half the
     # blocks the chain made during the run if fewer (the domain idles for stretches).
     min_rows: int = 25
+    log_level: str = "INFO"  # the daemon's
+    # Seconds the daemon has to catch up once the faults stop: longer where its
+    # reconnect backoff may have reached its cap (30 s) when they do.
+    settle_timeout_s: float = _SETTLE_TIMEOUT_S
 
     def __post_init__(self) -> None:
         unknown = set(self.events) - EVENTS
@@ -218,10 +229,13 @@ async def simulator(seed: int, fork_rate: float, log: Path) -> AsyncIterator[Sim
 class Daemon:
     """``blocktimesd run`` as a supervisor would run it: restarted whenever it stops."""
 
-    def __init__(self, env: Mapping[str, str], args: list[str], log: Path) -> None:
+    def __init__(
+        self, env: Mapping[str, str], args: list[str], log: Path, log_level: str = "INFO"
+    ) -> None:
         self.env = {**os.environ, **env}
         self.args = args
         self.log = log
+        self.log_level = log_level
         self.proc: asyncio.subprocess.Process | None = None
         self._log_offset = 0
         self.starts = 0
@@ -231,7 +245,7 @@ class Daemon:
         self._log_offset = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as out:
             self.proc = await asyncio.create_subprocess_exec(
-                *_command("--log-level", "INFO", "run", *self.args),
+                *_command("--log-level", self.log_level, "run", *self.args),
                 stdout=out,
                 stderr=out,
                 env=self.env,
@@ -294,10 +308,12 @@ def _confirmed(url: str) -> dict[str, int]:
     return {chain: int(float(value)) for chain, value in _CONFIRMED.findall(text)}
 
 
-async def _catch_up(daemon: Daemon, data: Path, targets: Mapping[str, int]) -> None:
+async def _catch_up(
+    daemon: Daemon, data: Path, targets: Mapping[str, int], timeout: float = _SETTLE_TIMEOUT_S
+) -> None:
     """Wait until the daemon confirmed the targets (its metrics say so, or its files
     reach them), or time runs out: the comparison then shows what is missing."""
-    deadline = time.monotonic() + _SETTLE_TIMEOUT_S
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         reached = {chain: _durable_tip(data, chain) for chain in targets}
         url = daemon.metrics_url()
@@ -311,6 +327,29 @@ async def _catch_up(daemon: Daemon, data: Path, targets: Mapping[str, int]) -> N
 
 
 # -- a run -------------------------------------------------------------------------------
+
+
+class Middle(Protocol):
+    """Something between the daemon and the simulator (a proxy), told of each phase.
+
+    ``endpoints`` yields the consensus and domain URLs the daemon is given; ``faulty``
+    is called once the daemon has warmed up (True) and when the faults stop (False);
+    ``stopping`` before the daemon's final SIGTERM; ``excluded`` names, per chain, the
+    block hashes whose timestamps the comparison must not check (see
+    :func:`tests.chaos.walk.compare`)."""
+
+    def endpoints(self, net: Simulator) -> AbstractAsyncContextManager[tuple[str, str]]: ...
+
+    async def faulty(self, daemon: Daemon, on: bool) -> None: ...
+
+    async def stopping(self, daemon: Daemon) -> None: ...
+
+    def excluded(self) -> Mapping[str, Collection[str]]: ...
+
+
+@contextlib.asynccontextmanager
+async def _direct(net: Simulator) -> AsyncIterator[tuple[str, str]]:
+    yield net.consensus, net.domain
 
 
 async def _warm_up(data: Path) -> None:
@@ -331,6 +370,7 @@ def _config(workdir: Path, scenario: Scenario) -> list[str]:
     lines = [f"head_poll_s = {HEAD_POLL_S}"]
     if scenario.request_timeout_s is not None:
         lines.append(f"request_timeout_s = {scenario.request_timeout_s}")
+    lines.extend(f"{name} = {value}" for name, value in scenario.settings.items())
     path = workdir / "blocktimesd.toml"
     path.write_text("\n".join(lines) + "\n")
     return ["--config", str(path)]
@@ -360,7 +400,8 @@ def _schedule(scenario: Scenario, rng: random.Random) -> list[Strike]:
                 strikes.append(Strike(at, kind, (depth, shorter)))
             elif kind.startswith("outage-"):
                 # Longer than the daemon's request timeout: that is when waiting is not enough.
-                seconds = (scenario.request_timeout_s or 2.0) + rng.uniform(1.0, 3.0)
+                beyond = rng.uniform(*scenario.outage_beyond_timeout_s)
+                seconds = (scenario.request_timeout_s or 2.0) + beyond
                 strikes.append(Strike(at, kind, (_OUTAGE_CHAIN[kind], seconds), seconds))
                 if scenario.restart_in_outage:
                     # A restart while a node is down: the daemon starts without it.
@@ -409,29 +450,38 @@ async def _strike(
     outcome.scheduled[strike.kind] += 1
 
 
-async def run_scenario(scenario: Scenario, seed: int, workdir: Path) -> Outcome:
-    """Run the daemon through a scenario and compare its dataset with the chains."""
+async def run_scenario(
+    scenario: Scenario, seed: int, workdir: Path, middle: Middle | None = None
+) -> Outcome:
+    """Run the daemon through a scenario and compare its dataset with the chains; with
+    a ``middle``, the daemon talks to the simulator through it."""
     rng = random.Random(seed)
     outcome = Outcome(scenario.name, seed, log=workdir / "daemon.log")
     began = time.monotonic()
     data = workdir / "data"
-    async with simulator(rng.getrandbits(32), scenario.fork_rate, workdir / "devnet.log") as net:
+    endpoints = _direct if middle is None else middle.endpoints
+    async with (
+        simulator(rng.getrandbits(32), scenario.fork_rate, workdir / "devnet.log") as net,
+        endpoints(net) as (consensus, domain),
+    ):
         env = {
-            "CONSENSUS_RPC_WS": net.consensus,
-            "AUTO_EVM_RPC_WS": net.domain,
+            "CONSENSUS_RPC_WS": consensus,
+            "AUTO_EVM_RPC_WS": domain,
             "K_CONSENSUS": str(K_CONSENSUS),
             "K_AUTO_EVM": str(K_DOMAIN),
-            "MAX_ROWS_PER_FILE": str(MAX_ROWS_PER_FILE),
+            "MAX_ROWS_PER_FILE": str(scenario.max_rows_per_file),
             "METRICS_ADDR": "127.0.0.1:0",
             "DATA_DIR": str(data),
         }
-        daemon = Daemon(env, _config(workdir, scenario), workdir / "daemon.log")
+        daemon = Daemon(env, _config(workdir, scenario), workdir / "daemon.log", scenario.log_level)
         first = await net.control("devnet_info")
         await daemon.start()
         try:
             await _warm_up(data)
             if scenario.faults:
                 await net.control("devnet_setFaults", dict(scenario.faults))
+            if middle is not None:
+                await middle.faulty(daemon, True)
             start = time.monotonic()
             strikes = _schedule(scenario, rng)
             for strike in strikes:
@@ -443,6 +493,8 @@ async def run_scenario(scenario: Scenario, seed: int, workdir: Path) -> Outcome:
             await asyncio.sleep(max(0.0, start + end - time.monotonic()))
             await daemon.check(time.monotonic() - began)
             # Faults off; then the daemon must catch up with the chains as they are then.
+            if middle is not None:
+                await middle.faulty(daemon, False)
             await net.control("devnet_setFaults", dict(FAULTS_OFF))
             await net.control("devnet_heal")
             await asyncio.sleep(_TAIL_S)
@@ -457,13 +509,16 @@ async def run_scenario(scenario: Scenario, seed: int, workdir: Path) -> Outcome:
                 "consensus": info["consensusBest"] - first["consensusBest"],
                 "auto-evm": info["domainBest"] - first["domainBest"],
             }
-            await _catch_up(daemon, data, outcome.progress)
+            await _catch_up(daemon, data, outcome.progress, scenario.settle_timeout_s)
             await daemon.check(time.monotonic() - began)
         finally:
+            if middle is not None:
+                await middle.stopping(daemon)
             outcome.stop_code = await daemon.stop()
             outcome.exits = daemon.exits
             outcome.restarts = daemon.starts - 1
         outcome.injected = (await net.control("devnet_info"))["injected"]
-        outcome.verdict = await compare(data, net.consensus, net.domain)
+        excluded = None if middle is None else middle.excluded()
+        outcome.verdict = await compare(data, net.consensus, net.domain, excluded=excluded)
     outcome.seconds = time.monotonic() - began
     return outcome

@@ -50,6 +50,14 @@ ALONE = [
         seconds=4,
     ),
     Scenario("kill-9-and-restart", events={"kill": 4}),
+    # Files stay open; their rows are written as they stand twice a second, each version
+    # replacing the last: kills land between the removal of one and the rename of the next.
+    Scenario(
+        "kill-9-while-open-files-are-rewritten",
+        events={"kill": 5},
+        max_rows_per_file=100_000,
+        settings={"checkpoint_s": 0.5},
+    ),
 ]
 
 ALL_AT_ONCE = Scenario(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -227,6 +227,7 @@ class ChainVerdict:
     wrong_timestamp: list[int] = field(default_factory=list)
     wrong_delta: list[int] = field(default_factory=list)
     wrong_link: list[int] = field(default_factory=list)  # domain -> consensus mapping
+    excluded: list[int] = field(default_factory=list)  # timestamps not checked (lied about)
 
     def problems(self) -> list[str]:
         found = [
@@ -264,8 +265,13 @@ def _check_chain(
     chain: str,
     rows: list[dict[str, Any]],
     canonical: Canonical,
+    excluded: Collection[str] = (),
 ) -> ChainVerdict:
+    """``excluded``: hashes of blocks whose timestamp a node lied about; their rows keep
+    the lie, so neither their timestamp nor their delta is checked, nor the delta of
+    their children's rows (it starts from the lie).  Their presence and hashes are."""
     verdict = ChainVerdict(chain, rows=len(rows), head=canonical.head)
+    excluded = frozenset(excluded)
     if not rows:
         return verdict
     numbers = [int(r["block_number"]) for r in rows]
@@ -279,8 +285,13 @@ def _check_chain(
         if block is None or row["hash"] != block.hash or row["parent_hash"] != block.parent_hash:
             verdict.orphaned.append(n)
             continue
+        if row["hash"] in excluded:
+            verdict.excluded.append(n)
+            continue
         if row["timestamp_ms"] != block.timestamp_ms:
             verdict.wrong_timestamp.append(n)
+        if row["parent_hash"] in excluded:
+            continue
         parent = canonical.get(n - 1)
         assert parent is not None, f"{chain}: the walk stops above #{n - 1}"
         expected = (
@@ -325,8 +336,10 @@ async def compare(
     consensus_url: str,
     domain_url: str,
     names: tuple[str, str] = ("consensus", "auto-evm"),
+    excluded: Mapping[str, Collection[str]] | None = None,
 ) -> Verdict:
-    """Compare the dataset in ``data`` with the canonical chains the nodes serve now."""
+    """Compare the dataset in ``data`` with the canonical chains the nodes serve now;
+    ``excluded``: per chain, hashes of blocks lied about (see :func:`_check_chain`)."""
     consensus_name, domain_name = names
     verdicts: dict[str, ChainVerdict] = {}
     domain_rows: list[dict[str, Any]] = []
@@ -335,7 +348,7 @@ async def compare(
         rows = read_rows(data, name)
         lowest = int(rows[0]["block_number"]) - 1 if rows else 0
         canonical = await walk(url, lowest)
-        verdicts[name] = _check_chain(name, rows, canonical)
+        verdicts[name] = _check_chain(name, rows, canonical, (excluded or {}).get(name, ()))
         if name == domain_name:
             domain_rows, domain_chain = rows, canonical
     if domain_rows and domain_chain is not None:
