@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import logging
 import random
 import time
@@ -161,6 +162,7 @@ class _Connection:
     ended: str | None = None  # why the connection ended, once it has
     dropped: str | None = None  # the DROP_REASONS entry, when the client ended it
     silent_timeouts: int = 0  # requests timed out since the last message received
+    received: int = 0  # messages received
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +176,7 @@ class _Ending:
     unusable: BaseException | None = None  # this endpoint cannot serve the chain
     retire: bool = False  # the URL itself cannot work: never try it again
     error: BaseException | None = None  # unexpected: logged at ERROR with its traceback
+    productive: bool = False  # the node sent something once the connection was ready
 
 
 _EARLY_KEPT = 64
@@ -413,7 +416,9 @@ class RpcClient:
                 self._fatal = ending.unusable or next(iter(unusable.values()))
                 self._signal()
                 return
-            _, delay = schedule.after(ending.held, fail_over=ending.dropped == "fail over")
+            _, delay = schedule.after(
+                ending.held, fail_over=ending.dropped == "fail over", productive=ending.productive
+            )
             self._log_ending(ending, shown, delay, redact_url(endpoints[schedule.current]))
 
     def _log_ending(self, ending: _Ending, shown: str, delay: float, next_shown: str) -> None:
@@ -489,8 +494,10 @@ class RpcClient:
             log.info("%s: connected to %s", self.chain, shown)
             self._ready.set()
             self._signal()
+            received = conn.received
             await asyncio.wait({reader})
-            return self._ended(conn, reader, self._clock() - ready_at)
+            ending = self._ended(conn, reader, self._clock() - ready_at)
+            return dataclasses.replace(ending, productive=conn.received > received)
         finally:
             await self._drop(conn, reader, watchdog)
 
@@ -615,6 +622,7 @@ class RpcClient:
             while True:
                 message = await conn.ws.recv()
                 conn.silent_timeouts = 0
+                conn.received += 1
                 for event in conn.framing.receive(message):
                     # Answers inline: a backfill reads hundreds of thousands of them.
                     if type(event) is BatchResponse:

@@ -90,14 +90,22 @@ class EndpointSchedule:
         """Never try this endpoint again (its URL cannot work)."""
         self._retired.add(index)
 
-    def after(self, held: float | None, fail_over: bool = False) -> tuple[int, float]:
+    def after(
+        self, held: float | None, fail_over: bool = False, productive: bool = False
+    ) -> tuple[int, float]:
         """The attempt on :attr:`current` ended; ``held`` is how long its connection
-        was usable (None if it never was).  Returns the endpoint to try next and the
-        delay before it, in seconds."""
+        was usable (None if it never was), ``productive`` whether the node sent anything
+        on it once usable.  Returns the endpoint to try next and the delay before it, in
+        seconds.  A productive connection restarts the delays at the shortest one: a
+        node that serves and drops connections every few seconds is not left waiting
+        for the cap, while one that serves nothing still backs off."""
         if self.exhausted:
             raise ValueError("every endpoint is retired")
         if held is not None and held >= self.stable_after:
             self._delays = backoff(self._initial, self._factor, self._cap, self._rng)
+        elif held is not None and productive:
+            self._delays = backoff(self._initial, self._factor, self._cap, self._rng)
+            next(self._delays)  # not at once: the shortest delay
         delay = next(self._delays)
         if fail_over and self.size - len(self._retired) == 1 and delay == 0:
             delay = next(self._delays)

@@ -98,3 +98,14 @@ def test_endpoint_schedule_never_spins() -> None:
     delays = [schedule.after(0.01)[1] for _ in range(40)]
     assert all(d >= 0.25 for d in delays)
     assert sum(delays) > 40 * 0.25
+
+
+def test_a_productive_connection_restarts_the_delays_at_the_shortest() -> None:
+    # A node that serves, then drops, every connection within seconds: each productive
+    # connection brings the delay back to the shortest one, never to the cap.
+    schedule = EndpointSchedule(1, 1.0, 2.0, 8.0, _Top(), stable_after=8.0)
+    assert [schedule.after(0.1)[1] for _ in range(4)] == [1.0, 2.0, 4.0, 8.0]
+    assert schedule.after(2.0, productive=True) == (0, 1.0)
+    assert schedule.after(2.0, productive=True) == (0, 1.0)
+    assert schedule.after(2.0) == (0, 2.0)  # served nothing: back off again
+    assert schedule.after(None, productive=True) == (0, 4.0)  # never usable: no reset
