@@ -170,7 +170,9 @@ async def test_rerun_and_overlap_with_the_daemon_never_duplicate(
         args = ("--chain", "consensus", "--start", "50", "--count", "250", "--k", str(K))
         assert await backfill(tmp_path, *args) == 0
         first = read_rows(tmp_path, "consensus")
+        files = sorted(tmp_path.glob("block_times/**/*.parquet"))
         assert await backfill(tmp_path, *args) == 0
+        assert sorted(tmp_path.glob("block_times/**/*.parquet")) == files  # a no-op re-run
         assert await backfill(tmp_path, "--chain", "consensus", "--start", "1", "--end", "320",
                               "--k", str(K)) == 0  # fmt: skip
     assert read_rows(tmp_path, "consensus")[49:299] == first
