@@ -153,6 +153,10 @@ async def test_backfill_equals_the_canonical_chains_and_range_storage_agrees(
         assert per_block == without_ingestion(read_rows(tmp_path / "b", chain))
 
 
+def data_files(data: Path) -> list[Path]:
+    return sorted(data.glob("block_times/**/*.parquet"))
+
+
 async def test_rerun_and_overlap_with_the_daemon_never_duplicate(
     tmp_path: Path, env: pytest.MonkeyPatch
 ) -> None:
@@ -170,9 +174,9 @@ async def test_rerun_and_overlap_with_the_daemon_never_duplicate(
         args = ("--chain", "consensus", "--start", "50", "--count", "250", "--k", str(K))
         assert await backfill(tmp_path, *args) == 0
         first = read_rows(tmp_path, "consensus")
-        files = sorted(tmp_path.glob("block_times/**/*.parquet"))
+        files = data_files(tmp_path)
         assert await backfill(tmp_path, *args) == 0
-        assert sorted(tmp_path.glob("block_times/**/*.parquet")) == files  # a no-op re-run
+        assert data_files(tmp_path) == files  # a no-op re-run writes nothing
         assert await backfill(tmp_path, "--chain", "consensus", "--start", "1", "--end", "320",
                               "--k", str(K)) == 0  # fmt: skip
     assert read_rows(tmp_path, "consensus")[49:299] == first
