@@ -501,9 +501,16 @@ def add_report_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--format",
-        choices=FORMATS,
+        choices=(*FORMATS, "html"),
         default="table",
-        help="table for people, json or csv (one section) for scripts (default: %(default)s)",
+        help="table for people, json or csv (one section) for scripts, html: one "
+        "self-contained page of plots (default: %(default)s)",
+    )
+    p.add_argument(
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help="write the report to FILE (default: standard output)",
     )
     p.add_argument(
         "--section",
@@ -549,6 +556,8 @@ def add_report_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 def params_from_args(args: argparse.Namespace) -> ReportParams:
     sections: Sequence[str] = args.section or (("windows",) if args.format == "csv" else SECTIONS)
+    if args.format == "html" and args.section:
+        raise ConfigError("--format html draws every section: leave out --section")
     if args.format == "csv" and len(set(sections)) != 1:
         raise ConfigError("--format csv prints one table: give exactly one --section")
     if args.since is not None and args.until is not None and args.since >= args.until:
@@ -571,6 +580,7 @@ def params_from_args(args: argparse.Namespace) -> ReportParams:
 def run_report(args: argparse.Namespace) -> int:
     """Print the report; 0 ok, 1 when the files cannot be read, 2 on usage errors (a
     missing or unreadable DATA_DIR included)."""
+    html = ""  # the page, for --format html
     try:
         params = params_from_args(args)
         check_chains(params.chains, dataset_chains(params.data_dir), params.data_dir)
@@ -578,6 +588,11 @@ def run_report(args: argparse.Namespace) -> int:
             con = connect()
             tables = build_report(params, con)
             span = _data_span(con)
+            if args.format == "html":
+                # Imported here: matplotlib takes a while to load, and only html needs it.
+                from blocktimesd.report_html import render_html
+
+                html = render_html(con, params, tables, _heading(params, span), _impossible(tables))
         except duckdb.Error as exc:
             check_files(params.data_dir)  # names the file DuckDB stumbled on, with the fix
             print(f"blocktimesd: cannot read {params.data_dir}: {exc}", file=sys.stderr)
@@ -588,14 +603,31 @@ def run_report(args: argparse.Namespace) -> int:
     except StorageError as exc:
         print(f"blocktimesd: {exc}", file=sys.stderr)
         return 1
-    if args.format == "json":
-        header = {"report": _describe(params, span)}
-        sys.stdout.write(render_json(tables, header))
+    if args.format == "html":
+        text = html
+    elif args.format == "json":
+        text = render_json(tables, {"report": _describe(params, span)})
     elif args.format == "csv":
-        sys.stdout.write(render_csv(tables[0]))
+        text = render_csv(tables[0])
     else:
         heading = "\n".join(filter(None, [_heading(params, span), _impossible(tables)]))
-        sys.stdout.write(heading + "\n\n" + render_text(tables))
+        text = heading + "\n\n" + render_text(tables)
+    return _emit(text, args.output)
+
+
+def _emit(text: str, output: Path | None) -> int:
+    """``text`` to ``output`` (replaced whole: written beside it, then renamed), else
+    to standard output; 1 when it cannot be written."""
+    if output is None:
+        sys.stdout.write(text)
+        return 0
+    partial = output.with_name(output.name + ".partial")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        partial.replace(output)
+    except OSError as exc:
+        print(f"blocktimesd: cannot write {output}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
