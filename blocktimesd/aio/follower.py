@@ -394,7 +394,14 @@ class Follower:
         while True:
             head = await heads.next_within(self.head_poll_s)
             if head is QUIET:
-                unannounced = await self._unannounced_best(last)
+                try:
+                    # A probe: it gets as long as the silence that prompted it, and a
+                    # node too slow to answer it may still be notifying.
+                    unannounced = await asyncio.wait_for(
+                        self._unannounced_best(last), self.head_poll_s
+                    )
+                except TimeoutError:
+                    continue
                 if unannounced is None:
                     continue  # the chain is quiet, not the subscription
                 self.metrics.observe_retry(self.chain, "silent subscription")

@@ -132,6 +132,7 @@ class FakeClient:
         self.failovers = 0
         self.lie_about: set[bytes] = set()  # hashes answered with another header
         self.subscriptions = 0
+        self.hang_best = False
 
     async def wait_ready(self) -> None:
         return None
@@ -155,6 +156,8 @@ class FakeClient:
 
             return [one(n) for n in numbers] if isinstance(numbers, list) else one(numbers)
         if method == "chain_getHeader" and not params:
+            if self.hang_best:  # a stalled node: the request is read, never answered
+                await asyncio.Event().wait()
             return self.chain.best.header.to_json()
         if method == "chain_getHeader":
             block = self.chain.blocks.get(hex_to_bytes(params[0]))
@@ -555,3 +558,28 @@ async def test_durable_consensus_rows_resolve_domain_sources_without_asking_the_
     assert len(sink.rows) == domain_chain.best.header.number - 2
     assert [r.consensus_block_number for r in sink.rows] == list(range(6, 6 + len(sink.rows)))
     assert sink.reconciliations == []
+
+
+async def test_a_best_head_probe_the_node_never_answers_does_not_hold_up_the_heads() -> None:
+    chain = Chain(random.Random(4))
+    chain.grow(5)
+    reader = FakeReader(chain, Faults(random.Random(4)))
+    reader.client.hang_best = True
+    sink, metrics = Sink(), Metrics()
+    follower = follower_for(reader, sink, metrics, 3, head_poll_s=0.02)
+    task = await drive(follower, reader, [chain.best.header.to_json()])
+    for _ in range(10):  # heads keep coming, each after a silence that prompts a probe
+        await asyncio.sleep(0.05)
+        reader.client.heads.put_nowait(chain.grow(1).header.to_json())
+    target = chain.best.header.number - 3
+    for _ in range(200):
+        await asyncio.sleep(0.005)
+        confirmed = follower.tree.confirmed
+        if confirmed is not None and confirmed.number >= target:
+            break
+    assert not task.done(), task.exception()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    check_rows(sink.rows, chain, 3)
+    assert sink.rows[-1].block_number == target
