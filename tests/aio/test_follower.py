@@ -319,6 +319,21 @@ async def drive(follower: Follower, reader: FakeReader, steps: list[Any]) -> asy
     return task
 
 
+async def stop_at_the_tip(follower: Follower, task: asyncio.Task[None]) -> None:
+    """Wait until the follower confirmed up to the best block's depth, then stop it."""
+    chain: Chain = follower.reader.chain  # type: ignore[attr-defined]
+    target = chain.best.header.number - follower.k
+    for _ in range(400):
+        await asyncio.sleep(0.005)
+        confirmed = follower.tree.confirmed
+        if confirmed is not None and confirmed.number >= target:
+            break
+    assert not task.done(), task.exception()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 async def settle(follower: Follower, reader: FakeReader, task: asyncio.Task[None]) -> None:
     """Faults off, the best head announced again, then wait until the follower is idle."""
     reader.faults.error_rate = 0.0
@@ -490,18 +505,9 @@ async def test_a_subscription_the_node_dropped_without_a_word_is_noticed_and_ren
     for _ in range(20):  # the chain goes on; heads are announced to a dead subscription
         reader.client.heads.put_nowait(chain.grow(1).header.to_json())
         await asyncio.sleep(0.005)
-    target = chain.best.header.number - 3
-    for _ in range(400):
-        await asyncio.sleep(0.005)
-        confirmed = follower.tree.confirmed
-        if confirmed is not None and confirmed.number >= target:
-            break
-    assert not task.done(), task.exception()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await stop_at_the_tip(follower, task)
     check_rows(sink.rows, chain, 3)
-    assert sink.rows[-1].block_number == target
+    assert sink.rows[-1].block_number == chain.best.header.number - 3
     assert metrics.counts.get("retry silent subscription", 0) >= 1
     assert reader.client.subscriptions >= 2
 
@@ -571,15 +577,6 @@ async def test_a_best_head_probe_the_node_never_answers_does_not_hold_up_the_hea
     for _ in range(10):  # heads keep coming, each after a silence that prompts a probe
         await asyncio.sleep(0.05)
         reader.client.heads.put_nowait(chain.grow(1).header.to_json())
-    target = chain.best.header.number - 3
-    for _ in range(200):
-        await asyncio.sleep(0.005)
-        confirmed = follower.tree.confirmed
-        if confirmed is not None and confirmed.number >= target:
-            break
-    assert not task.done(), task.exception()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await stop_at_the_tip(follower, task)
     check_rows(sink.rows, chain, 3)
-    assert sink.rows[-1].block_number == target
+    assert sink.rows[-1].block_number == chain.best.header.number - 3
