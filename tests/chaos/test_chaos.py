@@ -29,7 +29,13 @@ ALONE = [
     Scenario("rpc-errors", faults={"error_rate": 0.05}),
     Scenario("latency-with-jitter", faults={"latency_ms": 5, "latency_jitter_ms": 40}),
     Scenario("dropped-connections", faults={"drop_connections_every_s": 1.5}),
-    Scenario("node-stalls", faults={"stall_every_s": 2.5, "stall_duration_s": 1.0}),
+    # A stalled node reads requests and never answers them: only the request timeout
+    # gets them back, so it is short here, as in the outages.
+    Scenario(
+        "node-stalls",
+        faults={"stall_every_s": 2.5, "stall_duration_s": 1.0},
+        request_timeout_s=SHORT_TIMEOUT_S,
+    ),
     Scenario("lagging-subscriptions", faults={"notification_delay_ms": 600}),
     Scenario("silently-dropped-subscriptions", faults={"drop_subscriptions_every_s": 1.5}),
     Scenario("forks-and-reorgs-to-lower-heights", fork_rate=0.3),
