@@ -141,18 +141,19 @@ class ConsensusIndex:
     async def seed(self, rows: list[Row]) -> None:
         """Blocks confirmed before this process started (durable rows, ascending)."""
         for row in rows[-self._kept :]:
-            self._by_hash[hex_to_bytes(row.hash, "row hash")] = (row.block_number, row.timestamp_ms)
-        while len(self._by_hash) > self._kept:
-            self._by_hash.popitem(last=False)
+            self._keep(hex_to_bytes(row.hash, "row hash"), row.block_number, row.timestamp_ms)
         if rows:
             self.tip = max(self.tip, rows[-1].block_number)
             async with self._changed:
                 self._changed.notify_all()
 
-    async def confirmed(self, ref: BlockRef, timestamp_ms: int | None = None) -> None:
-        self._by_hash[ref.hash] = (ref.number, timestamp_ms)
+    def _keep(self, block_hash: bytes, number: int, timestamp_ms: int | None) -> None:
+        self._by_hash[block_hash] = (number, timestamp_ms)
         if len(self._by_hash) > self._kept:
             self._by_hash.popitem(last=False)
+
+    async def confirmed(self, ref: BlockRef, timestamp_ms: int | None = None) -> None:
+        self._keep(ref.hash, ref.number, timestamp_ms)
         self.tip = ref.number
         async with self._changed:
             self._changed.notify_all()

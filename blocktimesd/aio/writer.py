@@ -974,14 +974,14 @@ class ParquetWriter:
         every = self.settings.checkpoint_s
         if every is None:
             return
-        for key, current in self._rows._open.items():
+        for key, opened_at, count in self._rows.open_files():
             last = self._snapshots.get(key)
-            since = current.opened_at if last is None else last[1]
+            since = opened_at if last is None else last[1]
             if now - since < every:
                 continue
-            if last is not None and len(last[0].batch.items) == len(current.items):
+            if last is not None and len(last[0].batch.items) == count:
                 continue  # nothing new since the last snapshot
-            batch = current.roll(RollReason.FLUSH)  # a copy: the file stays open
+            batch = self._rows.copy(key, RollReason.FLUSH)
             op = _WriteFile(batch, replaces=None if last is None else last[0], checkpoint=True)
             self._snapshots[key] = (op, now)
             self._ops.append(op)

@@ -293,6 +293,14 @@ class Rotator(Generic[T]):
             del self._open[key]
         return dropped
 
+    def open_files(self) -> list[tuple[tuple[str, str], float, int]]:
+        """Each open file: its (dataset, chain), when it was opened, how many items."""
+        return [(key, c.opened_at, len(c.items)) for key, c in self._open.items()]
+
+    def copy(self, key: tuple[str, str], reason: RollReason) -> Batch[T]:
+        """The open file ``key`` as it stands, as a batch; the file stays open."""
+        return self._open[key].roll(reason)
+
     def next_deadline(self) -> float | None:
         """When the oldest open file becomes due by age; None with nothing open."""
         if not self._open:
