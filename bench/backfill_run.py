@@ -22,7 +22,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import uvloop
 
-from blocktimesd.backfill_cli import add_backfill_arguments, run_backfill
+from blocktimesd.commands.backfill import add_backfill_arguments, run_backfill
 
 
 def rows_in(data: Path) -> int:

@@ -22,8 +22,8 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from blocktimesd.aio.writer import ParquetWriter, WriterSettings
-from blocktimesd.core.rows import Row
+from blocktimesd.dataset.records import Row
+from blocktimesd.dataset.writer import ParquetWriter, WriterSettings
 
 T0 = 1_700_000_000_000
 

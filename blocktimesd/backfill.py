@@ -50,15 +50,14 @@ import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 
 from blocktimesd.aio.chain import ChainKind, ChainReader, check_runtime
-from blocktimesd.aio.follower import Unresolved
 from blocktimesd.aio.rpc import RpcClient
-from blocktimesd.aio.writer import Reconciliation, check_data_files
 from blocktimesd.core import decode, hexfacts
 from blocktimesd.core.header import hex_to_bytes, to_hex
 from blocktimesd.core.ranges import Span, merge, runs, subtract, total, windows
 from blocktimesd.core.redact import redact_url
-from blocktimesd.core.rotation import ROWS, check_chain, parse_file_name
-from blocktimesd.core.rows import Row, delta_ms
+from blocktimesd.dataset.records import Row, Unresolved, delta_ms
+from blocktimesd.dataset.rotation import ROWS, check_chain, parse_file_name
+from blocktimesd.dataset.writer import Reconciliation, check_data_files
 from blocktimesd.errors import (
     BlocktimesError,
     ChainStopped,

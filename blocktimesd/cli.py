@@ -38,13 +38,13 @@ class Command:
 
 COMMANDS = {
     "run": Command(
-        "blocktimesd.run_cli",
+        "blocktimesd.commands.run",
         "add_run_parser",
         "run_daemon",
         "follow the consensus chain and the Auto-EVM domain (the default command)",
     ),
     "backfill": Command(
-        "blocktimesd.backfill_cli",
+        "blocktimesd.commands.backfill",
         "add_backfill_parser",
         "run_backfill",
         "fetch the rows of a past range of blocks",
@@ -132,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if any(arg.startswith("--backfill-range") for arg in argv):
-            from blocktimesd.backfill_cli import rewrite_backfill_range
+            from blocktimesd.commands.backfill import rewrite_backfill_range
 
             argv = rewrite_backfill_range(argv) or argv  # the one-shot form
         named = _command_of(argv)

@@ -26,8 +26,8 @@ from typing import Any
 
 import duckdb
 
-from blocktimesd.aio.writer import check_data_files, read_error
-from blocktimesd.core.rotation import ROWS
+from blocktimesd.dataset.rotation import ROWS
+from blocktimesd.dataset.writer import check_data_files, read_error
 from blocktimesd.errors import ConfigError
 
 __all__ = [
@@ -143,7 +143,7 @@ def _listing(directory: Path, data_dir: Path) -> list[os.DirEntry[str]]:
 
 def check_files(data_dir: Path) -> None:
     """Check every data file's footer against its name (see
-    :func:`~blocktimesd.aio.writer.check_data_files`); raise naming each bad file."""
+    :func:`~blocktimesd.dataset.writer.check_data_files`); raise naming each bad file."""
     files = dataset_files(data_dir)
     check_data_files([path for chain in sorted(files) for path in files[chain]], data_dir)
 

@@ -44,7 +44,7 @@ from typing import Any
 
 import duckdb
 
-from blocktimesd.core.rotation import FileSpan, parse_file_name
+from blocktimesd.dataset.rotation import FileSpan, parse_file_name
 from blocktimesd.duck import (
     SCRIPTS_DIR,
     Table,

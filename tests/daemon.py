@@ -8,7 +8,7 @@ from typing import Any
 
 from blocktimesd.aio.chain import ChainKind
 from blocktimesd.config import ChainConfig, Config, MetricsAddr
-from blocktimesd.core.rows import Row
+from blocktimesd.dataset.records import Row
 from blocktimesd.devnet.app import Devnet
 
 __all__ = ["K_CONSENSUS", "K_DOMAIN", "advance", "config_for", "row_of"]

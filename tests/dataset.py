@@ -14,9 +14,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from blocktimesd.aio.writer import ROW_SCHEMA
-from blocktimesd.core.rotation import ROWS, file_name, utc_date
-from blocktimesd.core.rows import COLUMNS, Row
+from blocktimesd.dataset.records import COLUMNS, Row
+from blocktimesd.dataset.rotation import ROWS, file_name, utc_date
+from blocktimesd.dataset.writer import ROW_SCHEMA
 
 T0 = 1_754_006_400_000  # 2025-08-01T00:00:00Z
 HOUR = 3_600_000

@@ -18,9 +18,8 @@ import pytest
 
 from blocktimesd.aio.chain import ChainKind, ChainReader
 from blocktimesd.aio.rpc import RpcClient, RpcSettings
-from blocktimesd.aio.writer import ParquetWriter
 from blocktimesd.backfill import Backfill, BackfillSettings, choose_batch_size
-from blocktimesd.backfill_cli import (
+from blocktimesd.commands.backfill import (
     add_backfill_arguments,
     backfill_args_from_range,
     rewrite_backfill_range,
@@ -29,7 +28,8 @@ from blocktimesd.backfill_cli import (
     summary,
 )
 from blocktimesd.core.ranges import Span
-from blocktimesd.core.rotation import parse_file_name
+from blocktimesd.dataset.rotation import parse_file_name
+from blocktimesd.dataset.writer import ParquetWriter
 from blocktimesd.devnet.app import Devnet
 from blocktimesd.devnet.content import ConsensusFacts
 from blocktimesd.devnet.network import Network
@@ -445,7 +445,7 @@ async def test_progress_of_a_domain_stopped_early_ends_on_the_rows_written(
         recorders[label] = Recorder(total, lambda: 0)
         return recorders[label]
 
-    env.setattr("blocktimesd.backfill_cli._progress", progress)
+    env.setattr("blocktimesd.commands.backfill._progress", progress)
     devnet = Devnet(PARAMS)
     async with devnet:
         point_at(devnet, env)

@@ -13,8 +13,8 @@ import pytest
 
 from blocktimesd.aio.chain import ChainKind
 from blocktimesd.backfill import ChainResult
-from blocktimesd.backfill_cli import _jobs, add_backfill_arguments, run_backfill, summary
 from blocktimesd.cli import main
+from blocktimesd.commands.backfill import _jobs, add_backfill_arguments, run_backfill, summary
 from blocktimesd.config import MAINNET, build_config
 from blocktimesd.core.ranges import Span
 from blocktimesd.devnet.app import Devnet

@@ -19,10 +19,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from blocktimesd.aio.rpc import RpcClient, RpcSettings
-from blocktimesd.aio.writer import ParquetWriter
 from blocktimesd.backfill import TIMESTAMP_NOW_KEY, ConsensusMap
-from blocktimesd.backfill_cli import add_backfill_arguments, run_backfill
+from blocktimesd.commands.backfill import add_backfill_arguments, run_backfill
 from blocktimesd.core.header import PRE_RUNTIME, Header
+from blocktimesd.dataset.writer import ParquetWriter
 from blocktimesd.devnet.app import Devnet
 from blocktimesd.devnet.chain import Block
 from blocktimesd.devnet.params import ChainParams
@@ -406,7 +406,7 @@ async def test_an_unreachable_endpoint_is_shown_without_its_credentials(
     capsys: pytest.CaptureFixture[str],
     all_logs: pytest.LogCaptureFixture,
 ) -> None:
-    env.setattr("blocktimesd.backfill_cli.CONNECT_WAIT_S", 1.0)
+    env.setattr("blocktimesd.commands.backfill.CONNECT_WAIT_S", 1.0)
     url = f"ws://alice:{SECRET}@127.0.0.1:1/rpc?apikey={APIKEY}"
     code = await backfill(tmp_path, "--chain", "x", "--rpc", url, "--kind", "generic",
                           "--start", "1", "--end", "5")  # fmt: skip

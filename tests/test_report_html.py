@@ -32,9 +32,9 @@ import pyarrow.parquet as pq
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from blocktimesd.aio.writer import REORG_SCHEMA
 from blocktimesd.cli import main
-from blocktimesd.core.rotation import REORGS
+from blocktimesd.dataset.rotation import REORGS
+from blocktimesd.dataset.writer import REORG_SCHEMA
 from tests.dataset import chain_rows, domain_of, write_rows
 
 SECTIONS = ("summary", "distribution", "over_time", "segments", "cross_chain", "reorgs")

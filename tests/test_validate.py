@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from blocktimesd.aio.writer import ParquetWriter, WriterSettings
-from blocktimesd.core.rotation import file_name
-from blocktimesd.core.rows import Row
+from blocktimesd.dataset.records import Row
+from blocktimesd.dataset.rotation import file_name
+from blocktimesd.dataset.writer import ParquetWriter, WriterSettings
 from blocktimesd.duck import SCRIPTS_DIR
 from blocktimesd.errors import InvalidDataFile
 from blocktimesd.validate import SCRIPTS, add_validate_parser, run_validate, validate

@@ -31,15 +31,15 @@ from blocktimesd.aio.metrics import Metrics
 from blocktimesd.aio.preflight import Preflight
 from blocktimesd.aio.rpc import RpcClient
 from blocktimesd.aio.sdnotify import SystemdNotifier, supervise
-from blocktimesd.aio.writer import (
+from blocktimesd.config import Config
+from blocktimesd.dataset.records import Row
+from blocktimesd.dataset.writer import (
     ParquetWriter,
     WriterSettings,
     WriterStatus,
     durable_tail,
     last_durable_row,
 )
-from blocktimesd.config import Config
-from blocktimesd.core.rows import Row
 from blocktimesd.errors import ConfigError, WriterClosed
 from blocktimesd.genesis import check_genesis
 

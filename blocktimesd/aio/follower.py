@@ -41,7 +41,6 @@ from typing import Any, Protocol
 
 from blocktimesd.aio.chain import BlockFacts, ChainKind, ChainReader, verify_hash
 from blocktimesd.aio.subscription import QUIET
-from blocktimesd.aio.writer import Reconciliation
 from blocktimesd.core.forktree import (
     BlockRef,
     Confirmed,
@@ -54,7 +53,8 @@ from blocktimesd.core.forktree import (
 )
 from blocktimesd.core.header import BlockHash, Header, hex_to_bytes, to_hex
 from blocktimesd.core.redact import redact_url
-from blocktimesd.core.rows import Row, delta_ms
+from blocktimesd.dataset.records import Row, Unresolved, delta_ms
+from blocktimesd.dataset.writer import Reconciliation
 from blocktimesd.errors import (
     BlocktimesError,
     ChainStopped,
@@ -66,7 +66,7 @@ from blocktimesd.errors import (
     SubscriptionGap,
 )
 
-__all__ = ["ConsensusIndex", "Follower", "FollowerMetrics", "RowSink", "Unresolved"]
+__all__ = ["ConsensusIndex", "Follower", "FollowerMetrics", "RowSink"]
 
 log = logging.getLogger(__name__)
 
@@ -101,18 +101,6 @@ class FollowerMetrics(Protocol):
     def observe_anomaly(self, chain: str, kind: str) -> None: ...
 
     def set_rows_waiting(self, chain: str, rows: int) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Unresolved:
-    """A reconciliation record: a domain row whose consensus block could not be named."""
-
-    chain: str
-    block_number: int
-    hash: str
-    consensus_block_hash: str | None
-    reason: str
-    detected_ts_ms: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,7 +92,7 @@ from itertools import pairwise
 from typing import TypeAlias, TypeVar
 
 from blocktimesd.core.header import BlockHash, Header, to_hex
-from blocktimesd.core.rows import ReorgRecord
+from blocktimesd.dataset.records import ReorgRecord
 
 __all__ = [
     "DEFAULT_BATCH",

@@ -20,7 +20,7 @@ from typing import Any
 from blocktimesd.devnet.control import Control
 from blocktimesd.devnet.network import CONSENSUS, DOMAIN, BestChanged, BlockImported, Event, Network
 from blocktimesd.devnet.node import Node
-from blocktimesd.devnet.params import ChainParams, FaultParams
+from blocktimesd.devnet.params import ChainParams, FaultParams, RpcLimits
 from blocktimesd.devnet.server import ChainServer
 
 __all__ = ["AVERAGE_BLOCK_MS", "Devnet", "DevnetUrls"]
@@ -52,6 +52,7 @@ class Devnet:
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         chain_names: tuple[str, str] = ("Autonomys Devnet", "Autonomys Devnet Domain 0"),
+        limits: RpcLimits | None = None,
     ) -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
@@ -69,7 +70,7 @@ class Devnet:
         }
         control = Control(self)
         self.servers = {
-            chain: ChainServer(node, control, self.params.seed * 2 + i + 1)
+            chain: ChainServer(node, control, self.params.seed * 2 + i + 1, limits)
             for i, (chain, node) in enumerate(self.nodes.items())
         }
         # Faults injected by the network as a whole, by kind (the servers count their own).

@@ -12,13 +12,15 @@ from typing import Any
 
 from blocktimesd import __version__
 from blocktimesd.core import jsonrpc, scale
+from blocktimesd.core.hashing import blake2_256
 from blocktimesd.core.header import to_hex
 from blocktimesd.devnet.chain import Block, ChainStore
 from blocktimesd.devnet.network import CONSENSUS, Network
 from blocktimesd.devnet.params import FaultParams
+from blocktimesd.devnet.runtimes.frame import code_bytes, version_bytes
 from blocktimesd.errors import RpcError
 
-__all__ = ["SUBSCRIPTIONS", "UNSAFE_METHODS", "Node"]
+__all__ = ["ALIASES", "CODE_KEY", "SUBSCRIPTIONS", "UNSAFE_METHODS", "Node"]
 
 # subscribe method -> (notification method, unsubscribe methods)
 SUBSCRIPTIONS: dict[str, tuple[str, str]] = {
@@ -27,8 +29,10 @@ SUBSCRIPTIONS: dict[str, tuple[str, str]] = {
     "chain_subscribeFinalizedHeads": ("chain_finalizedHead", "chain_unsubscribeFinalizedHeads"),
     "state_subscribeRuntimeVersion": ("state_runtimeVersion", "state_unsubscribeRuntimeVersion"),
 }
-# Aliases that Substrate registers too (polkadot.js sends some of them).
+# The aliases Substrate's RPC modules register (``aliases``/``unsubscribe_aliases`` in
+# sc-rpc-api), for the methods served here; clients send some of them.
 ALIASES = {
+    "chain_getHead": "chain_getBlockHash",
     "chain_subscribeNewHead": "chain_subscribeNewHeads",
     "subscribe_newHead": "chain_subscribeNewHeads",
     "chain_unsubscribeNewHead": "chain_unsubscribeNewHeads",
@@ -40,7 +44,12 @@ ALIASES = {
     "chain_getFinalisedHead": "chain_getFinalizedHead",
     "chain_getRuntimeVersion": "state_getRuntimeVersion",
     "state_getStorageAt": "state_getStorage",
+    "state_getStorageHashAt": "state_getStorageHash",
+    "state_getStorageSizeAt": "state_getStorageSize",
+    "state_callAt": "state_call",
 }
+# The runtime's code (``:code``): clients derive the runtime's identity from its hash.
+CODE_KEY = b":code"
 UNSAFE_METHODS = frozenset({"state_queryStorage"})
 _UNSAFE_MESSAGE = "RPC call is unsafe to be called externally"
 
@@ -119,6 +128,8 @@ class Node:
                 self.runtime_at(self._state_block(p, 0)).metadata
             ),
             "state_getStorage": self._get_storage,
+            "state_getStorageHash": self._get_storage_hash,
+            "state_getStorageSize": self._get_storage_size,
             "state_queryStorageAt": self._query_storage_at,
             "state_queryStorage": self._query_storage,
             "state_call": self._state_call,
@@ -172,6 +183,8 @@ class Node:
             )
 
     def _storage(self, block: Block, key: bytes) -> bytes | None:
+        if key == CODE_KEY:
+            return code_bytes(self.runtime_at(block))
         return self.store.storage_value(block, key, self.network.content.lazy_storage)
 
     # -- methods ----------------------------------------------------------------------------
@@ -221,6 +234,16 @@ class Node:
         block = self._state_block(params, 1)
         value = self._storage(block, key)
         return None if value is None else to_hex(value)
+
+    def _get_storage_hash(self, params: list[Any] | dict[str, Any]) -> Any:
+        key = _bytes_param(_param(params, 0, "key"))
+        value = self._storage(self._state_block(params, 1), key)
+        return None if value is None else to_hex(blake2_256(value))
+
+    def _get_storage_size(self, params: list[Any] | dict[str, Any]) -> Any:
+        key = _bytes_param(_param(params, 0, "key"))
+        value = self._storage(self._state_block(params, 1), key)
+        return None if value is None else len(value)
 
     def _keys(self, value: Any) -> list[bytes]:
         if not isinstance(value, list):
@@ -298,7 +321,7 @@ class Node:
         if name == "Metadata_metadata":
             return to_hex(scale.compact_bytes(runtime.metadata))
         if name == "Core_version":
-            return to_hex(runtime.version_scale())
+            return to_hex(version_bytes(runtime))
         raise RpcError(
             4003, f"Client error: Execution failed: Other: Exported method {name} is not found"
         )

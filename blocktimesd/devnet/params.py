@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ChainParams", "FaultParams"]
+__all__ = ["ChainParams", "FaultParams", "RpcLimits"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,3 +51,26 @@ class FaultParams:
     subscription_buffer: int = 16  # notifications a lagging subscriber may owe
     drop_subscriptions_every_s: float = 0.0  # forget every subscription silently; 0: never
     notification_delay_ms: float = 0.0  # hold notifications this long, then send them together
+
+
+@dataclass(frozen=True, slots=True)
+class RpcLimits:
+    """Resource limits of each node's RPC server.  Defaults are a Substrate node's
+    (``sc-cli``'s ``RPC_DEFAULT_*``, served by jsonrpsee 0.24).
+
+    Over ``messages_per_connection`` a node answers no error: it stops reading the
+    connection until an answer is out, so TCP pushes back on the client.  Over
+    ``max_connections`` it refuses the WebSocket upgrade with HTTP 429.  Over
+    ``max_subscriptions_per_connection`` a subscribe call gets error -32006.
+    """
+
+    max_connections: int = 100  # --rpc-max-connections
+    messages_per_connection: int = 64  # --rpc-message-buffer-capacity-per-connection
+    max_subscriptions_per_connection: int = 1024  # --rpc-max-subscriptions-per-connection
+
+    def __post_init__(self) -> None:
+        for name in ("max_connections", "messages_per_connection"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_subscriptions_per_connection < 0:
+            raise ValueError("max_subscriptions_per_connection must not be negative")

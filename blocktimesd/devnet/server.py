@@ -1,10 +1,13 @@
 """WebSocket JSON-RPC server of one simulated node, with injectable faults.
 
-Like a Substrate node (jsonrpsee): separate messages run concurrently, the calls of
-one batch run one after another, and at most 64 messages per connection are in
-progress (the reader stops reading beyond that, so TCP pushes back).  Each
-subscription may owe a lagging client at most ``subscription_buffer`` notifications;
-past that it is dropped silently, as Substrate does.
+Like a Substrate node (jsonrpsee 0.24): separate messages run concurrently, the calls
+of one batch run one after another, and the limits of :class:`RpcLimits` hold: at
+most 64 messages per connection are in progress (the reader stops reading beyond
+that, so TCP pushes back; no error is sent), at most 100 connections are open (the
+next WebSocket upgrade is refused with HTTP 429 and jsonrpsee's text), and at most
+1024 subscriptions per connection (error -32006).  Each subscription may owe a
+lagging client at most ``subscription_buffer`` notifications; past that it is
+dropped silently, as Substrate does.
 
 Faults a node can show: answers that are late or errors, stalls (nothing answered or
 sent), connections cut without a close frame, subscriptions forgotten silently or
@@ -24,23 +27,28 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
 
 from blocktimesd.core import jsonrpc
 from blocktimesd.devnet.chain import Block
 from blocktimesd.devnet.node import ALIASES, SUBSCRIPTIONS, Node
-from blocktimesd.devnet.params import FaultParams
+from blocktimesd.devnet.params import FaultParams, RpcLimits
 from blocktimesd.errors import RpcError
 
-__all__ = ["MAX_MESSAGES_IN_FLIGHT", "ChainServer"]
+__all__ = ["TOO_MANY_CONNECTIONS", "TOO_MANY_SUBSCRIPTIONS", "ChainServer"]
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGES_IN_FLIGHT = 64  # jsonrpsee's per-connection message buffer
+# jsonrpsee's answers when a limit is reached: the body of its HTTP 429, and the
+# error code of a subscription over the per-connection limit.
+TOO_MANY_CONNECTIONS = "Too many connections. Please try again later."
+TOO_MANY_SUBSCRIPTIONS = -32006
 _UNSUBSCRIBE = {unsub: sub for sub, (_, unsub) in SUBSCRIPTIONS.items()}
 _ID_CHARS = string.ascii_letters + string.digits
 _BURST_FACTOR = 64
@@ -49,9 +57,9 @@ _BURST_FACTOR = 64
 @dataclass(eq=False)
 class _Connection:
     ws: ServerConnection
-    inflight: asyncio.Semaphore = field(
-        default_factory=lambda: asyncio.Semaphore(MAX_MESSAGES_IN_FLIGHT)
-    )
+    # Messages in progress, up to RpcLimits.messages_per_connection: the reader waits
+    # for a free slot before it reads the next message.
+    inflight: asyncio.Semaphore
     subscriptions: dict[str, str] = field(default_factory=dict)  # id -> subscribe method
     pending: dict[str, int] = field(default_factory=dict)  # id -> notifications not yet sent
     # Bounded per subscription by ``pending``: a subscription that would exceed its
@@ -68,8 +76,10 @@ class ChainServer:
         node: Node,
         control: Callable[[str, Any], Any],
         fault_seed: int,
+        limits: RpcLimits | None = None,
     ) -> None:
         self.node = node
+        self.limits = limits or RpcLimits()
         self._control = control  # devnet_* methods, answered by the owner of both servers
         self._rng = random.Random(fault_seed)
         self._connections: set[_Connection] = set()
@@ -82,6 +92,7 @@ class ChainServer:
         self.dropped_subscriptions = 0
         # Faults this server injected, by kind (devnet_info reports them).
         self.injected: Counter[str] = Counter()
+        self.refused_connections = 0  # upgrades refused over RpcLimits.max_connections
         self._last_version: int | None = None
         self._last_finalized: Block | None = None
 
@@ -105,11 +116,20 @@ class ChainServer:
             self._handle,
             host,
             port,
+            process_request=self._admit,
             compression=None,
             max_size=16 * 1024 * 1024,
             ping_interval=None,
             server_header=None,
         )
+
+    def _admit(self, ws: ServerConnection, request: Request) -> Response | None:
+        """Refuse an upgrade over the connection limit, with jsonrpsee's answer."""
+        if len(self._connections) < self.limits.max_connections:
+            return None
+        self.refused_connections += 1
+        log.info("devnet: %s refuses a connection over the limit", self.node.chain)
+        return ws.respond(HTTPStatus.TOO_MANY_REQUESTS, TOO_MANY_CONNECTIONS)
 
     async def close(self) -> None:
         if self._outage is not None:
@@ -252,7 +272,7 @@ class ChainServer:
     # -- requests ---------------------------------------------------------------------------
 
     async def _handle(self, ws: ServerConnection) -> None:
-        conn = _Connection(ws)
+        conn = _Connection(ws, asyncio.Semaphore(self.limits.messages_per_connection))
         self._connections.add(conn)
         sender = asyncio.create_task(self._sender(conn))
         try:
@@ -332,6 +352,13 @@ class ChainServer:
                 jsonrpc.INTERNAL_ERROR, "Internal error", "injected by devnet --error-rate"
             )
         if method in SUBSCRIPTIONS:
+            limit = self.limits.max_subscriptions_per_connection
+            if len(conn.subscriptions) >= limit:
+                raise RpcError(
+                    TOO_MANY_SUBSCRIPTIONS,
+                    "Too many subscriptions on the connection",
+                    f"Exceeded max limit of {limit}",
+                )
             sub_id = "".join(self._rng.choices(_ID_CHARS, k=16))
             conn.subscriptions[sub_id] = method
             after.append((sub_id, method))

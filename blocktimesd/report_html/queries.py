@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-from blocktimesd.core.rotation import REORGS
+from blocktimesd.dataset.rotation import REORGS
 from blocktimesd.duck import rows_globs, sql_literal
 from blocktimesd.report import WINDOW_MS, ReportParams
 

@@ -14,10 +14,10 @@ import pytest
 from blocktimesd.aio.chain import BlockFacts, ChainKind, verify_hash
 from blocktimesd.aio.follower import ConsensusIndex, Follower
 from blocktimesd.aio.subscription import QUIET
-from blocktimesd.aio.writer import Reconciliation
 from blocktimesd.core.forktree import BlockRef, Confirmed
 from blocktimesd.core.header import Header, hex_to_bytes, to_hex
-from blocktimesd.core.rows import ReorgRecord, Row
+from blocktimesd.dataset.records import ReorgRecord, Row
+from blocktimesd.dataset.writer import Reconciliation
 from blocktimesd.errors import ChainStopped, RetryPolicy, RpcError, SubscriptionGap
 
 GENESIS_TS = None

@@ -29,7 +29,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from blocktimesd.aio.app import App
-from blocktimesd.aio.writer import (
+from blocktimesd.cli import main
+from blocktimesd.dataset.records import COLUMNS, ReorgRecord, Row
+from blocktimesd.dataset.rotation import file_name, parse_file_name, temp_name
+from blocktimesd.dataset.writer import (
     REORG_SCHEMA,
     ROW_SCHEMA,
     DeleteFrom,
@@ -43,9 +46,6 @@ from blocktimesd.aio.writer import (
     last_durable,
     last_durable_row,
 )
-from blocktimesd.cli import main
-from blocktimesd.core.rotation import file_name, parse_file_name, temp_name
-from blocktimesd.core.rows import COLUMNS, ReorgRecord, Row
 from blocktimesd.devnet.app import Devnet
 from blocktimesd.devnet.params import ChainParams
 from blocktimesd.errors import (
@@ -563,7 +563,7 @@ async def test_disk_full_then_recovery_loses_and_duplicates_nothing(
     settings = WriterSettings(
         max_rows=50, queue_size=4, poll_interval=0.01, retry_initial=0.01, retry_cap=0.02
     )
-    caplog.set_level(logging.INFO, logger="blocktimesd.aio.writer")
+    caplog.set_level(logging.INFO, logger="blocktimesd.dataset.writer")
     writer = ParquetWriter(tmp_path, settings, observer=recorder, files=files)
     await writer.start()
     files.fail["write_new"] = errno.ENOSPC

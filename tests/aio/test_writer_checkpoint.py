@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from blocktimesd.aio.writer import DeleteFrom, ParquetWriter
-from blocktimesd.core.rotation import parse_file_name
-from blocktimesd.core.rows import Row
+from blocktimesd.dataset.records import Row
+from blocktimesd.dataset.rotation import parse_file_name
+from blocktimesd.dataset.writer import DeleteFrom, ParquetWriter
 from tests.aio.test_writer import (
     SETTINGS,
     FakeClock,

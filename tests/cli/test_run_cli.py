@@ -97,7 +97,8 @@ def test_version_imports_no_subcommand() -> None:
     code = (
         "import sys; from blocktimesd.cli import main; main(['--version'])\n"
         "heavy = [m for m in ('asyncio', 'pyarrow', 'duckdb', 'aiohttp', 'websockets', "
-        "'blocktimesd.config', 'blocktimesd.run_cli', 'blocktimesd.report') if m in sys.modules]\n"
+        "'blocktimesd.config', 'blocktimesd.commands.run', 'blocktimesd.report') "
+        "if m in sys.modules]\n"
         "print(heavy)"
     )
     out = subprocess.run(

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from blocktimesd.core.rotation import (
+from blocktimesd.dataset.records import ReorgRecord, Row
+from blocktimesd.dataset.rotation import (
     REORGS,
     ROWS,
     Batch,
@@ -25,7 +26,6 @@ from blocktimesd.core.rotation import (
     temp_name,
     utc_date,
 )
-from blocktimesd.core.rows import ReorgRecord, Row
 
 DAY_MS = 86_400_000
 

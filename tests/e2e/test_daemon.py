@@ -13,8 +13,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from blocktimesd.aio.app import App
-from blocktimesd.aio.writer import ParquetWriter
 from blocktimesd.config import Config
+from blocktimesd.dataset.writer import ParquetWriter
 from blocktimesd.devnet.app import Devnet
 from blocktimesd.devnet.content import ConsensusFacts
 from blocktimesd.devnet.network import Network

@@ -293,7 +293,7 @@ def consensus_runtime(spec_version: int) -> RuntimeDesc:
         address=MULTI_ADDRESS,
         signature=MULTI_SIGNATURE,
     )
-    return frame.checked(desc)
+    return frame.checked(frame.with_version(desc))
 
 
 # --- value builders --------------------------------------------------------------------

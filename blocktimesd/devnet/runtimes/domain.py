@@ -278,7 +278,7 @@ def domain_runtime(spec_version: int) -> RuntimeDesc:
         signature=ETHEREUM_SIGNATURE,
         extrinsic_wrapper="fp_self_contained::unchecked_extrinsic::UncheckedExtrinsic",
     )
-    return frame.checked(desc)
+    return frame.checked(frame.with_version(desc))
 
 
 # --- value builders -----------------------------------------------------------------------

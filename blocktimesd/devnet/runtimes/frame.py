@@ -9,6 +9,7 @@ real runtimes' values.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +34,7 @@ __all__ = [
     "DISPATCH_ERROR",
     "DISPATCH_EVENT_INFO",
     "PHASE",
+    "RUNTIME_VERSION",
     "TIMESTAMP_CALLS",
     "account_info",
     "balances_calls",
@@ -40,6 +42,7 @@ __all__ = [
     "balances_pallet",
     "charge_transaction_payment",
     "checked",
+    "code_bytes",
     "event_record_codec",
     "frame_system_extensions",
     "plain",
@@ -51,6 +54,8 @@ __all__ = [
     "transaction_payment_events",
     "transaction_payment_pallet",
     "unit_extension",
+    "version_bytes",
+    "with_version",
 ]
 
 # frame_system::Phase
@@ -119,6 +124,89 @@ DISPATCH_ERROR = c.enum(
     ("RootNotAllowed", 13, ()),
     ("Trie", 14, c.unnamed(_TRIE_ERROR)),
 )
+
+
+# sp_version::RuntimeVersion: what `Core_version` returns and `System.Version` holds.  The
+# names are `Cow<'static, str>` and the APIs `Cow<[([u8; 8], u32)]>` in scale-info.
+_COW_STR = c.Struct(("Cow",), (c.Field(None, c.STR),), (("T", c.STR),))
+_API_LIST = c.Seq(c.Tuple((c.U8Array(8), c.U32)))
+RUNTIME_VERSION = c.Struct(
+    ("sp_version", "RuntimeVersion"),
+    (
+        c.Field("spec_name", _COW_STR, "Cow<'static, str>"),
+        c.Field("impl_name", _COW_STR, "Cow<'static, str>"),
+        c.Field("authoring_version", c.U32, "u32"),
+        c.Field("spec_version", c.U32, "u32"),
+        c.Field("impl_version", c.U32, "u32"),
+        c.Field(
+            "apis", c.Struct(("Cow",), (c.Field(None, _API_LIST),), (("T", _API_LIST),)), "ApisVec"
+        ),
+        c.Field("transaction_version", c.U32, "u32"),
+        c.Field("system_version", c.U8, "u8"),
+    ),
+)
+
+
+def version_bytes(desc: RuntimeDesc) -> bytes:
+    """The SCALE ``RuntimeVersion`` of ``desc``: ``Core_version``'s answer."""
+    last = desc.state_version if desc.system_version is None else desc.system_version
+    return RUNTIME_VERSION.encode(
+        {
+            "spec_name": desc.spec_name,
+            "impl_name": desc.impl_name or desc.spec_name,
+            "authoring_version": desc.authoring_version,
+            "spec_version": desc.spec_version,
+            "impl_version": desc.impl_version,
+            "apis": [list(api) for api in desc.apis],
+            "transaction_version": desc.transaction_version,
+            "system_version": last,
+        }
+    )
+
+
+def _leb128(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def code_bytes(desc: RuntimeDesc) -> bytes:
+    """The runtime's code as ``:code`` holds it: a stand-in, stable per runtime version.
+
+    A real node stores the runtime's WASM blob there; clients only hash it to tell
+    runtimes apart.  This is a minimal valid WASM module whose one custom section
+    (``runtime_version``, where ``sp_version`` puts it) holds the SCALE
+    ``RuntimeVersion``, so it changes with every upgrade.
+    """
+    name = b"runtime_version"
+    body = _leb128(len(name)) + name + version_bytes(desc)
+    return b"\x00asm\x01\x00\x00\x00" + b"\x00" + _leb128(len(body)) + body
+
+
+def with_version(desc: RuntimeDesc) -> RuntimeDesc:
+    """``desc`` with its own ``RuntimeVersion`` as the ``System.Version`` constant.
+
+    Real runtimes carry it (frame_system's ``Version`` constant) and clients read the
+    runtime version from it (dedot refuses a metadata without it).  It goes after
+    ``BlockHashCount``, where frame_system declares it.
+    """
+    system = desc.pallet("System")
+    version = ("Version", RUNTIME_VERSION, version_bytes(desc))
+    constants: list[tuple[str, c.Codec, bytes]] = []
+    for const in system.constants:
+        constants.append(const)
+        if const[0] == "BlockHashCount":
+            constants.append(version)
+    if version not in constants:
+        constants.append(version)
+    pallets = tuple(
+        dataclasses.replace(p, constants=tuple(constants)) if p is system else p
+        for p in desc.pallets
+    )
+    return dataclasses.replace(desc, pallets=pallets)
 
 
 def plain(name: str, value: c.Codec, default: Any = None, *, optional: bool = False) -> StorageDesc:

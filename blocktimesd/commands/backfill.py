@@ -25,7 +25,6 @@ from typing import Any
 from blocktimesd.aio.chain import ChainKind, ChainReader
 from blocktimesd.aio.preflight import Preflight
 from blocktimesd.aio.rpc import RpcClient, RpcSettings
-from blocktimesd.aio.writer import ParquetWriter, WriterSettings
 from blocktimesd.argtypes import non_negative, positive
 from blocktimesd.backfill import (
     Backfill,
@@ -37,6 +36,7 @@ from blocktimesd.backfill import (
 )
 from blocktimesd.config import ChainConfig, Config, command_line_chain, load_config
 from blocktimesd.core.ranges import Span, describe
+from blocktimesd.dataset.writer import ParquetWriter, WriterSettings
 from blocktimesd.errors import BlocktimesError, ConfigError, RetryPolicy
 from blocktimesd.progress import ProgressSink, progress_for
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-__all__ = ["COLUMNS", "ReorgRecord", "Row", "delta_ms"]
+__all__ = ["COLUMNS", "ReorgRecord", "Row", "Unresolved", "delta_ms"]
 
 
 class Row(NamedTuple):
@@ -66,6 +66,18 @@ class ReorgRecord:
     common_ancestor_number: int
     common_ancestor_hash: str
     beyond_confirmation: bool  # a confirmed block was retracted
+
+
+@dataclass(frozen=True, slots=True)
+class Unresolved:
+    """A reconciliation record: a domain row whose consensus block could not be named."""
+
+    chain: str
+    block_number: int
+    hash: str
+    consensus_block_hash: str | None
+    reason: str
+    detected_ts_ms: int
 
 
 def delta_ms(timestamp_ms: int | None, parent_timestamp_ms: int | None) -> int | None:

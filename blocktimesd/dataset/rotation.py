@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Generic, TypeVar
 
-from blocktimesd.core.rows import ReorgRecord, Row
+from blocktimesd.dataset.records import ReorgRecord, Row
 
 __all__ = [
     "DAY_MS",

@@ -83,7 +83,8 @@ import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 
 from blocktimesd.core.backoff import backoff
-from blocktimesd.core.rotation import (
+from blocktimesd.dataset.records import COLUMNS, ReorgRecord, Row
+from blocktimesd.dataset.rotation import (
     DAY_MS,
     REORGS,
     ROWS,
@@ -101,7 +102,6 @@ from blocktimesd.core.rotation import (
     span_disagreement,
     temp_name,
 )
-from blocktimesd.core.rows import COLUMNS, ReorgRecord, Row
 from blocktimesd.errors import (
     BlocktimesError,
     DataDirInUse,
@@ -167,7 +167,7 @@ REORG_SCHEMA = pa.schema(
 if tuple(ROW_SCHEMA.names) != COLUMNS or tuple(REORG_SCHEMA.names) != tuple(
     f.name for f in fields(ReorgRecord)
 ):  # pragma: no cover - a guard against rows.py and this file drifting apart
-    raise RuntimeError("the Arrow schemas no longer match blocktimesd.core.rows")
+    raise RuntimeError("the Arrow schemas no longer match blocktimesd.dataset.records")
 
 _CHAIN, _NUMBER, _TIMESTAMP = (
     attrgetter("chain"),

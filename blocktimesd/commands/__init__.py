@@ -1,0 +1,1 @@
+"""The command-line subcommands: argument parsing and wiring; the engines live apart."""
