@@ -24,10 +24,11 @@ consensus_block_number             int64?    domain: number of ``consensus_block
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import NamedTuple
 
-__all__ = ["COLUMNS", "ReorgRecord", "Row", "Unresolved", "delta_ms"]
+__all__ = ["COLUMNS", "ReorgRecord", "Row", "Unmapped", "Unresolved", "delta_ms", "form_row"]
 
 
 class Row(NamedTuple):
@@ -50,6 +51,58 @@ class Row(NamedTuple):
 
 
 COLUMNS: tuple[str, ...] = Row._fields
+
+_new_tuple = tuple.__new__
+
+
+def form_row(
+    chain: str,
+    number: int,
+    block_hash: str,
+    parent_hash: str,
+    timestamp_ms: int,
+    parent_timestamp_ms: int | None,
+    ingestion_ts_ms: int,
+    spec_version: int,
+    *,
+    segment_headers: int | None = None,
+    bundle_count: int | None = None,
+    slot: int | None = None,
+    consensus_block_hash: str | None = None,
+    consensus_block_number: int | None = None,
+) -> Row:
+    """The one way a block becomes a row: the delta is the block's timestamp minus its
+    parent's; consensus facts (segment headers, bundles, slot) are given for consensus
+    blocks only, the consensus block for domain blocks only.  Made by tuple.__new__: the
+    backfill forms millions of rows."""
+    return _new_tuple(
+        Row,
+        (
+            chain,
+            number,
+            block_hash,
+            parent_hash,
+            timestamp_ms,
+            delta_ms(timestamp_ms, parent_timestamp_ms),
+            ingestion_ts_ms,
+            None if segment_headers is None else segment_headers > 0,
+            bundle_count,
+            consensus_block_hash,
+            slot,
+            spec_version,
+            consensus_block_number,
+        ),
+    )
+
+
+class Unmapped(enum.StrEnum):
+    """Why a domain row's consensus block is not named: the ``reason`` of its
+    reconciliation record."""
+
+    NO_DIGEST = "no RGTR digest item in the domain header"
+    NO_CONSENSUS_CHAIN = "no consensus chain configured"
+    UNKNOWN = "the consensus node does not know the block"
+    ORPHANED = "the consensus block was orphaned"
 
 
 @dataclass(frozen=True, slots=True)
