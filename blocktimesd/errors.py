@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +86,8 @@ __all__ = [
     "WrongChain",
     "classify",
     "is_retryable",
+    "pruned_state",
+    "raise_node_errors",
 ]
 
 # JSON-RPC error codes that mean "try again": internal error, server busy and rate
@@ -173,6 +175,31 @@ class WrongChain(NodeUnusable):
 
 class PrunedNode(NodeUnusable):
     """The node no longer has state or bodies that are needed."""
+
+
+_DISCARDED = "State already discarded"  # what Substrate answers for pruned state
+
+
+def pruned_state(
+    exc: RpcError, label: str, where: str, number: int, block_hash: str
+) -> PrunedNode | RpcError:
+    """The error to raise for ``exc``, a node's answer to a state query at block
+    ``number``: :class:`PrunedNode` when the node says it discarded that state,
+    ``exc`` itself otherwise."""
+    if _DISCARDED in exc.message:
+        return PrunedNode(
+            f"{label}: this node is pruned; use an archive node. {where} no longer has "
+            f"the state of block {number} ({block_hash}): {exc.message}"
+        )
+    return exc
+
+
+def raise_node_errors(results: Sequence[Any]) -> Sequence[Any]:
+    """``results`` of a batch, after raising the first node error among them."""
+    for result in results:
+        if isinstance(result, RpcError):
+            raise result
+    return results
 
 
 class StorageError(BlocktimesError):
