@@ -24,8 +24,8 @@ from devnet_process import devnet_process
 from prometheus_client import CollectorRegistry
 
 from blocktimesd.aio.app import App
-from blocktimesd.aio.chain import ChainKind
-from blocktimesd.config import ChainConfig, Config, MetricsAddr
+from blocktimesd.config.model import ChainConfig, Config, MetricsAddr
+from blocktimesd.core.chains import ChainKind
 
 
 def rss_mib() -> float:

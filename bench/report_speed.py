@@ -25,7 +25,7 @@ from pathlib import Path
 
 import duckdb
 
-from blocktimesd.report import add_report_parser, run_report
+from blocktimesd.commands.report import add_report_parser, run_report
 
 T0 = 1_700_000_000_000
 

@@ -1,12 +1,14 @@
-"""Number types for command-line options: a clear argparse error, then exit 2."""
+"""Option types and shared options of the command line: a clear argparse error, then exit 2."""
 
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
-__all__ = ["non_negative", "positive"]
+__all__ = ["add_dataset_arguments", "data_dir_from", "non_negative", "positive"]
 
 N = TypeVar("N", int, float)
 
@@ -41,3 +43,21 @@ def non_negative(kind: type[N]) -> Callable[[str], N]:
         return value
 
     return parse
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--data`` and ``--chain``, as ``report`` and ``validate`` take them."""
+    parser.add_argument(
+        "--data", metavar="DIR", help="dataset directory (default: $DATA_DIR, else data)"
+    )
+    parser.add_argument(
+        "--chain",
+        action="append",
+        metavar="NAME",
+        help=f"a chain to {what}; repeat for several (default: every chain on disk)",
+    )
+
+
+def data_dir_from(option: str | None) -> Path:
+    """``--data``, else ``$DATA_DIR``, else ``data`` (as the daemon resolves it)."""
+    return Path(option or os.environ.get("DATA_DIR") or "data")

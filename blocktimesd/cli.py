@@ -27,8 +27,8 @@ LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    """A subcommand: where its parser and engine live, imported only when it runs (so
-    ``blocktimesd --version`` or ``report`` does not load the daemon, pyarrow, duckdb)."""
+    """A subcommand: the module of its parser, imported only when it is named (so
+    ``blocktimesd --version`` loads no command); each imports its engine as it runs."""
 
     module: str
     add_parser: str  # add_X_parser(subparsers, parents)
@@ -50,19 +50,19 @@ COMMANDS = {
         "fetch the rows of a past range of blocks",
     ),
     "report": Command(
-        "blocktimesd.report",
+        "blocktimesd.commands.report",
         "add_report_parser",
         "run_report",
         "block-time metrics from the dataset (percentiles, jitter, outliers, gaps)",
     ),
     "validate": Command(
-        "blocktimesd.validate",
+        "blocktimesd.commands.validate",
         "add_validate_parser",
         "run_validate",
         "check the dataset (duplicates, gaps, parent links, deltas, mapping)",
     ),
     "devnet": Command(
-        "blocktimesd.devnet.cli",
+        "blocktimesd.commands.devnet",
         "add_devnet_parser",
         "run_devnet",
         "run the simulated Autonomys network (consensus + Auto-EVM)",

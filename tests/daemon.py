@@ -6,8 +6,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from blocktimesd.aio.chain import ChainKind
-from blocktimesd.config import ChainConfig, Config, MetricsAddr
+from blocktimesd.config.model import ChainConfig, Config, MetricsAddr
+from blocktimesd.core.chains import ChainKind
 from blocktimesd.dataset.records import Row
 from blocktimesd.devnet.app import Devnet
 

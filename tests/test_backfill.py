@@ -16,9 +16,11 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from blocktimesd.aio.chain import ChainKind, ChainReader
+from blocktimesd.aio.chain import ChainReader
 from blocktimesd.aio.rpc import RpcClient, RpcSettings
-from blocktimesd.backfill import Backfill, BackfillSettings, choose_batch_size
+from blocktimesd.backfill.engine import Backfill, BackfillSettings
+from blocktimesd.backfill.fetch import BlockFetcher
+from blocktimesd.backfill.reads import choose_batch_size
 from blocktimesd.commands.backfill import (
     add_backfill_arguments,
     backfill_args_from_range,
@@ -27,8 +29,9 @@ from blocktimesd.commands.backfill import (
     split_range,
     summary,
 )
+from blocktimesd.core.chains import ChainKind
 from blocktimesd.core.ranges import Span
-from blocktimesd.dataset.rotation import parse_file_name
+from blocktimesd.dataset.layout import parse_file_name
 from blocktimesd.dataset.writer import ParquetWriter
 from blocktimesd.devnet.app import Devnet
 from blocktimesd.devnet.content import ConsensusFacts
@@ -237,7 +240,7 @@ async def test_date_times_resolve_to_blocks(tmp_path: Path, env: pytest.MonkeyPa
     assert numbers == list(range(120, 180))  # an end date-time is exclusive
 
 
-class FlakyBackfill(Backfill):
+class FlakyFetcher(BlockFetcher):
     """Blocks 150..160 always fail with a transient node error."""
 
     async def _fetch_chunk(self, first: int, last: int, **kwargs: Any) -> Any:
@@ -266,11 +269,13 @@ async def test_failed_windows_are_retried_then_listed(tmp_path: Path) -> None:
         async with RpcClient(settings, "consensus") as client, ParquetWriter(tmp_path) as writer:
             await client.wait_ready(10)
             reader = ChainReader(client, ChainKind.CONSENSUS, "consensus")
-            engine = FlakyBackfill(
+            engine = Backfill(
                 reader, "consensus", K, writer, tmp_path,
                 settings=BackfillSettings(window=50, blocks_per_task=25, attempts=3),
                 retry=RetryPolicy(initial=0.02, cap=0.03, rng=rng),
             )  # fmt: skip
+            engine.fetcher = FlakyFetcher(client, "consensus", blocks_per_task=25,
+                                          query_storage=engine.query_storage)  # fmt: skip
             result = await engine.run(Span(1, 250))
     assert result.failed == (Span(101, 200),)
     assert "FAILED blocks: 101-200" in summary(result)
@@ -357,19 +362,16 @@ async def test_batches_follow_how_long_the_node_takes_per_call() -> None:
 
 
 def test_storage_answers_are_read_whatever_the_order_of_keys() -> None:
-    class Reader:
-        kind = ChainKind.CONSENSUS
-        client = RpcClient(RpcSettings(("ws://127.0.0.1:9",)), "consensus")  # never started
-
-    engine = Backfill(Reader(), "consensus", 0, None, Path("."))  # type: ignore[arg-type]
-    engine._keys = ["0xaa", "0xbb"]
+    client = RpcClient(RpcSettings(("ws://127.0.0.1:9",)), "consensus")  # never started
+    fetcher = BlockFetcher(client, "consensus", blocks_per_task=1, query_storage=False)
+    fetcher.keys = ["0xaa", "0xbb"]
     answers = [
         [{"block": "0x01", "changes": [["0xaa", "0x01"], ["0xbb", None]]}],
         [{"block": "0x02", "changes": [["0xbb", "0x02"], ["0xaa", "0x03"]]}],
         [{"block": "0x03", "changes": [["0xaa", "0x04"]]}],
         [],
     ]
-    values = engine._values([1, 2, 3, 4], ["0x01", "0x02", "0x03", "0x04"], answers)
+    values = fetcher._values([1, 2, 3, 4], ["0x01", "0x02", "0x03", "0x04"], answers)
     assert [list(v) for v in values] == [
         ["0x01", None],
         ["0x03", "0x02"],
@@ -377,7 +379,7 @@ def test_storage_answers_are_read_whatever_the_order_of_keys() -> None:
         [None, None],
     ]
     with pytest.raises(MalformedAnswer, match="state_queryStorageAt answered"):
-        engine._values([1], ["0x01"], [[{"block": "0x01"}]])
+        fetcher._values([1], ["0x01"], [[{"block": "0x01"}]])
 
 
 class Recorder:
@@ -445,7 +447,7 @@ async def test_progress_of_a_domain_stopped_early_ends_on_the_rows_written(
         recorders[label] = Recorder(total, lambda: 0)
         return recorders[label]
 
-    env.setattr("blocktimesd.commands.backfill._progress", progress)
+    env.setattr("blocktimesd.commands.backfill_app._progress", progress)
     devnet = Devnet(PARAMS)
     async with devnet:
         point_at(devnet, env)

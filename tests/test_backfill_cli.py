@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from blocktimesd.aio.chain import ChainKind
-from blocktimesd.backfill import ChainResult
+from blocktimesd.backfill.engine import ChainResult
 from blocktimesd.cli import main
 from blocktimesd.commands.backfill import _jobs, add_backfill_arguments, run_backfill, summary
-from blocktimesd.config import MAINNET, build_config
+from blocktimesd.config.load import build_config
+from blocktimesd.config.model import MAINNET
+from blocktimesd.core.chains import ChainKind
 from blocktimesd.core.ranges import Span
+from blocktimesd.dataset.layout import CHAIN_NAME_RULE
 from blocktimesd.devnet.app import Devnet
 from blocktimesd.devnet.params import ChainParams
 
@@ -74,6 +78,20 @@ async def test_usage_errors_exit_2_before_connecting(
     err = capsys.readouterr().err
     assert message in err
     assert "Traceback" not in err
+
+
+def test_an_ad_hoc_chain_name_follows_the_dataset_rule(tmp_path: Path) -> None:
+    """The command as typed: a usage error naming the rule, no traceback."""
+    argv = ["--chain", "a/b", "--rpc", NOWHERE, "--start", "1", "--end", "3", "--k", "0"]
+    done = subprocess.run(
+        [sys.executable, "-m", "blocktimesd", "backfill", "--data", str(tmp_path), *argv],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert f"--chain: 'a/b' is not a usable chain name; use {CHAIN_NAME_RULE}" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 @pytest.mark.parametrize(

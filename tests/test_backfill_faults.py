@@ -19,8 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from blocktimesd.aio.rpc import RpcClient, RpcSettings
-from blocktimesd.backfill import TIMESTAMP_NOW_KEY, ConsensusMap
+from blocktimesd.backfill.mapping import ConsensusMap
 from blocktimesd.commands.backfill import add_backfill_arguments, run_backfill
+from blocktimesd.core.chains import TIMESTAMP_NOW_KEY
 from blocktimesd.core.header import PRE_RUNTIME, Header
 from blocktimesd.dataset.writer import ParquetWriter
 from blocktimesd.devnet.app import Devnet
@@ -406,7 +407,7 @@ async def test_an_unreachable_endpoint_is_shown_without_its_credentials(
     capsys: pytest.CaptureFixture[str],
     all_logs: pytest.LogCaptureFixture,
 ) -> None:
-    env.setattr("blocktimesd.commands.backfill.CONNECT_WAIT_S", 1.0)
+    env.setattr("blocktimesd.commands.backfill_app.CONNECT_WAIT_S", 1.0)
     url = f"ws://alice:{SECRET}@127.0.0.1:1/rpc?apikey={APIKEY}"
     code = await backfill(tmp_path, "--chain", "x", "--rpc", url, "--kind", "generic",
                           "--start", "1", "--end", "5")  # fmt: skip

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import logging
 import re
 import tomllib
 from pathlib import Path
@@ -10,16 +12,12 @@ from typing import Any
 
 import pytest
 
-from blocktimesd.aio.chain import ChainKind
+from blocktimesd.aio.app import node_expectations, rpc_settings
 from blocktimesd.aio.rpc import RpcSettings
-from blocktimesd.config import (
-    MAINNET,
-    ChainConfig,
-    Config,
-    MetricsAddr,
-    build_config,
-    load_config,
-)
+from blocktimesd.config.load import build_config, load_config
+from blocktimesd.config.model import MAINNET, ChainConfig, Config, MetricsAddr
+from blocktimesd.core.chains import ChainKind
+from blocktimesd.dataset.layout import is_chain_name
 from blocktimesd.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +27,7 @@ AUTO_EVM_WS = "wss://auto-evm.mainnet.autonomys.xyz/ws"
 GENESIS = "0x66455a580aabff303720aa83adbe6c44502922251c03ba73686d5245da9e21bd"
 
 MAINNET_CONSENSUS = ChainConfig(
-    name="consensus",
+    chain="consensus",
     kind=ChainKind.CONSENSUS,
     endpoints=(CONSENSUS_WS,),
     k=100,
@@ -38,7 +36,7 @@ MAINNET_CONSENSUS = ChainConfig(
     domain_ids=(0,),
 )
 MAINNET_AUTO_EVM = ChainConfig(
-    name="auto-evm",
+    chain="auto-evm",
     kind=ChainKind.AUTO_EVM,
     endpoints=(AUTO_EVM_WS,),
     k=64,
@@ -76,7 +74,8 @@ def test_defaults_follow_mainnet() -> None:
     assert config.metrics_addr == MetricsAddr("127.0.0.1", 9615)
     assert config.max_rows_per_file == 500_000
     assert config.max_file_minutes == 15
-    assert config.max_inflight_headers == 64
+    assert config.max_inflight_requests == 64
+    assert config.writer_queue_items == 10_000
     assert config.delta_window == 1000
     assert (config.rpc_batch_size, config.request_timeout_s, config.requests_per_second) == (
         1,
@@ -87,7 +86,7 @@ def test_defaults_follow_mainnet() -> None:
 
 def test_rpc_settings_come_from_the_config() -> None:
     config = build({"rpc_batch_size": 4, "request_timeout_s": 5, "requests_per_second": 20})
-    settings = config.rpc_settings(config.chain("auto-evm"))
+    settings = rpc_settings(config, config.chain("auto-evm"))
     assert settings == RpcSettings(
         endpoints=(AUTO_EVM_WS,),
         max_inflight=64,
@@ -98,8 +97,8 @@ def test_rpc_settings_come_from_the_config() -> None:
     # Unconfigured, the client gets exactly its own defaults.
     default = load_config(None, {})
     base = RpcSettings(endpoints=(CONSENSUS_WS,))
-    assert default.rpc_settings(default.chain("consensus")) == base
-    expect = default.chain("consensus").expectations()
+    assert rpc_settings(default, default.chain("consensus")) == base
+    expect = node_expectations(default.chain("consensus"))
     assert (expect.chain_name, expect.genesis_hash) == ("Autonomys Mainnet", GENESIS)
     with pytest.raises(KeyError):
         default.chain("nope")
@@ -111,7 +110,7 @@ PRECEDENCE = [
     ("metrics_addr", "METRICS_ADDR", "a:1", "b:2", "c:3", "metrics_addr", None),
     ("max_rows_per_file", "MAX_ROWS_PER_FILE", 10, "20", 30, "max_rows_per_file", int),
     ("max_file_minutes", "MAX_FILE_MINUTES", 1, "2", "3", "max_file_minutes", int),
-    ("max_inflight_headers", "MAX_INFLIGHT_HEADERS", 8, "16", 32, "max_inflight_headers", int),
+    ("max_inflight_requests", "MAX_INFLIGHT_REQUESTS", 8, "16", 32, "max_inflight_requests", int),
 ]
 
 
@@ -234,6 +233,64 @@ def test_file_lists_and_generic_chains() -> None:
     )  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("document", "environ", "former", "new", "attr", "value"),
+    [
+        ({"max_inflight_headers": 8}, {}, f"max_inflight_headers ({SRC})",
+         "max_inflight_requests", "max_inflight_requests", 8),
+        ({}, {"MAX_INFLIGHT_HEADERS": "9"}, "MAX_INFLIGHT_HEADERS", "MAX_INFLIGHT_REQUESTS",
+         "max_inflight_requests", 9),
+        ({"writer_queue_rows": 50}, {}, f"writer_queue_rows ({SRC})", "writer_queue_items",
+         "writer_queue_items", 50),
+    ],
+)  # fmt: skip
+def test_a_former_name_still_counts_with_a_warning(
+    document: dict[str, Any],
+    environ: dict[str, str],
+    former: str,
+    new: str,
+    attr: str,
+    value: int,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="blocktimesd.config"):
+        config = build(document, environ)
+    assert getattr(config, attr) == value
+    assert f"{former}: this name is deprecated; rename it to {new}" in caplog.messages
+
+
+def test_the_new_name_wins_over_a_former_one_from_a_lower_source() -> None:
+    config = build({"max_inflight_headers": 8}, {"MAX_INFLIGHT_REQUESTS": "16"})
+    assert config.max_inflight_requests == 16
+
+
+@pytest.mark.parametrize(
+    ("document", "environ", "problem"),
+    [
+        ({"max_inflight_requests": 8, "max_inflight_headers": 8}, {},
+         f"max_inflight_requests ({SRC}): also given under its former name "
+         "max_inflight_headers; remove max_inflight_headers"),
+        ({}, {"MAX_INFLIGHT_REQUESTS": "8", "MAX_INFLIGHT_HEADERS": "8"},
+         "MAX_INFLIGHT_REQUESTS: also given under its former name MAX_INFLIGHT_HEADERS; "
+         "remove MAX_INFLIGHT_HEADERS"),
+    ],
+)  # fmt: skip
+def test_a_setting_under_both_names_is_a_problem(
+    document: dict[str, Any], environ: dict[str, str], problem: str
+) -> None:
+    assert problems(document, environ) == [problem]
+
+
+def test_chain_names_follow_the_dataset_rule() -> None:
+    """A configured chain may take any name its directory may have, and no other."""
+    config = build(chain(name="taurus.v2"))
+    assert config.chains[0].chain == "taurus.v2"
+    assert is_chain_name("taurus.v2")
+    for bad in ("a/b", ".hidden", "_x", "a=b", ""):
+        assert not is_chain_name(bad)
+        assert problems(chain(name=bad))[0].startswith(f"chains[0].name ({SRC}): {bad!r} is not")
+
+
 def test_overrides_of_none_are_not_given() -> None:
     config = build({"data_dir": "/file"}, {}, {"data_dir": None, "k_consensus": None})
     assert config.data_dir == Path("/file")
@@ -268,7 +325,7 @@ def test_expected_chain_follows_the_endpoints(
 ) -> None:
     chain = build(document, environ).chain("consensus")
     assert (chain.expected_chain_name, chain.expected_genesis_hash) == (name, genesis)
-    expect = chain.expectations()
+    expect = node_expectations(chain)
     assert (expect.chain_name, expect.genesis_hash) == (name, genesis)
 
 
@@ -332,9 +389,9 @@ MESSAGES: list[tuple[dict[str, Any], dict[str, str], dict[str, object], str]] = 
     ({"max_file_minutes": True}, {}, {},
      f"max_file_minutes ({SRC}): True is not a whole number; set it to the most minutes a "
      "Parquet file stays open, e.g. 15"),
-    ({}, {"MAX_INFLIGHT_HEADERS": "-1"}, {},
-     "MAX_INFLIGHT_HEADERS: '-1' is below the minimum of 1; set it to the most blocks fetched "
-     "at once per chain, e.g. 64"),
+    ({}, {"MAX_INFLIGHT_REQUESTS": "-1"}, {},
+     "MAX_INFLIGHT_REQUESTS: '-1' is below the minimum of 1; set it to the most requests in "
+     "flight per connection (blocks fetched at once included), e.g. 64"),
     ({}, {"MAX_ROWS_PER_FILE": "lots"}, {},
      "MAX_ROWS_PER_FILE: 'lots' is not a whole number; set it to the most rows in one Parquet "
      "file, e.g. 500000"),
@@ -367,9 +424,9 @@ MESSAGES: list[tuple[dict[str, Any], dict[str, str], dict[str, object], str]] = 
     ({"delta_window": 0}, {}, {},
      f"delta_window ({SRC}): 0 is below the minimum of 1; set it to how many recent deltas per "
      "chain the quantiles cover, e.g. 1000"),
-    ({"writer_queue_rows": "many"}, {}, {},
-     f"writer_queue_rows ({SRC}): 'many' is not a whole number; set it to the most rows "
-     "waiting for the writer, e.g. 10000"),
+    ({"writer_queue_items": "many"}, {}, {},
+     f"writer_queue_items ({SRC}): 'many' is not a whole number; set it to the most items "
+     "(rows, or a batch of rows) waiting for the writer, e.g. 10000"),
     ({"shutdown_deadline_s": -3}, {}, {},
      f"shutdown_deadline_s ({SRC}): -3 is not above 0; set it to the seconds a clean shutdown "
      "may take, e.g. 8"),
@@ -426,7 +483,7 @@ MESSAGES: list[tuple[dict[str, Any], dict[str, str], dict[str, object], str]] = 
      f"chains[0].kind ({SRC}): missing; {KIND_FIX}"),
     (chain(name="my chain"), {}, {},
      f"chains[0].name ({SRC}): 'my chain' is not a usable chain name; use letters, digits, "
-     "'-' and '_', starting with a letter or digit, e.g. consensus"),
+     "'-', '_' and '.', starting with a letter or digit, e.g. consensus"),
     ({"chains": [{"kind": "consensus"}, {"kind": "generic", "name": "consensus",
                                          "endpoints": ["ws://x"]}]}, {}, {},
      f"chains[1].name ({SRC}): 'consensus' is already the name of chains[0]; give each chain "
@@ -457,14 +514,14 @@ MESSAGES: list[tuple[dict[str, Any], dict[str, str], dict[str, object], str]] = 
     ({"max_rows": 3}, {}, {},
      f"max_rows ({SRC}): unknown setting; remove it or correct its spelling (known: chains, "
      "checkpoint_s, data_dir, delta_window, head_poll_s, max_file_minutes, "
-     "max_inflight_headers, max_rows_per_file, metrics_addr, request_timeout_s, "
-     "requests_per_second, rpc_batch_size, shutdown_deadline_s, writer_queue_rows)"),
+     "max_inflight_requests, max_rows_per_file, metrics_addr, request_timeout_s, "
+     "requests_per_second, rpc_batch_size, shutdown_deadline_s, writer_queue_items)"),
     ({}, {}, {"nope": 1},
      "nope (command line): unknown setting; remove it or correct its spelling (known: "
      "auto_evm_rpc_ws, checkpoint_s, consensus_rpc_ws, data_dir, delta_window, head_poll_s, "
-     "k_auto_evm, k_consensus, max_file_minutes, max_inflight_headers, max_rows_per_file, "
+     "k_auto_evm, k_consensus, max_file_minutes, max_inflight_requests, max_rows_per_file, "
      "metrics_addr, request_timeout_s, requests_per_second, rpc_batch_size, "
-     "shutdown_deadline_s, writer_queue_rows)"),
+     "shutdown_deadline_s, writer_queue_items)"),
     ({"chains": [{"kind": "auto-evm"}]}, {"CONSENSUS_RPC_WS": "ws://a"}, {},
      "CONSENSUS_RPC_WS: 'ws://a' applies to the chain of kind 'consensus', but none is "
      f"configured; add one to the chains of {SRC}, or unset CONSENSUS_RPC_WS"),
@@ -552,7 +609,7 @@ def test_config_error_maps_to_exit_code_2(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from blocktimesd import cli
-    from blocktimesd.devnet import cli as devnet_cli
+    from blocktimesd.commands import devnet as devnet_cli
 
     async def run(args: object) -> int:
         load_config(None, {"K_CONSENSUS": "abc", "METRICS_ADDR": "x"})
@@ -668,15 +725,18 @@ def test_example_file_documents_the_defaults() -> None:
     assert uncommented == dataclasses.replace(load_config(None, {}), data_dir=ROOT / "data")
     keys = set(re.findall(r"^([a-z_]+) = ", text, re.MULTILINE))
     config_keys = {f.name for f in dataclasses.fields(Config)} - {"chains"}
-    chain_keys = {f.name for f in dataclasses.fields(ChainConfig)}
+    # A chain table names its chain with `name`.
+    chain_keys = {f.name for f in dataclasses.fields(ChainConfig)} - {"chain"} | {"name"}
     assert keys == config_keys | chain_keys
 
 
 def test_runbook_lists_every_setting_and_variable() -> None:
     doc = (ROOT / "docs/runbook/config.md").read_text()
-    names = {f.name for f in dataclasses.fields(Config)} | {
-        f.name for f in dataclasses.fields(ChainConfig)
-    }
+    names = (
+        {f.name for f in dataclasses.fields(Config)}
+        | {f.name for f in dataclasses.fields(ChainConfig) if f.name != "chain"}
+        | {"name"}
+    )
     variables = {
         "CONSENSUS_RPC_WS",
         "AUTO_EVM_RPC_WS",
@@ -686,7 +746,24 @@ def test_runbook_lists_every_setting_and_variable() -> None:
         "METRICS_ADDR",
         "MAX_ROWS_PER_FILE",
         "MAX_FILE_MINUTES",
-        "MAX_INFLIGHT_HEADERS",
+        "MAX_INFLIGHT_REQUESTS",
     }
     for name in names | variables:
         assert f"`{name}`" in doc, name
+
+
+def test_the_configuration_depends_on_no_io_layer() -> None:
+    """Plain values only: the wiring builds the RPC and preflight settings from them."""
+    for path in sorted((ROOT / "blocktimesd" / "config").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            for name in names:
+                assert not name.startswith(("blocktimesd.aio", "blocktimesd.commands")), (
+                    f"{path.name}:{node.lineno} imports {name}"
+                )

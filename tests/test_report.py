@@ -14,17 +14,11 @@ from typing import Any
 
 import pytest
 
+from blocktimesd.analysis.report import SECTIONS, ReportParams, build_report
 from blocktimesd.cli import build_parser, main
-from blocktimesd.report import (
-    SECTIONS,
-    ReportParams,
-    add_report_parser,
-    build_report,
-    parse_time,
-    run_report,
-)
-from tests.aio.test_writer import run_unprivileged, shared_dir
-from tests.dataset import HOUR, T0, block_hash, chain_rows, domain_of, with_changes, write_rows
+from blocktimesd.commands.report import add_report_parser, parse_time, run_report
+from tests.dataset.test_writer import run_unprivileged, shared_dir
+from tests.handmade import HOUR, T0, block_hash, chain_rows, domain_of, with_changes, write_rows
 
 
 def report(data_dir: Path, **changes: Any) -> dict[str, list[dict[str, Any]]]:

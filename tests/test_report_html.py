@@ -33,9 +33,9 @@ import pytest
 from websockets.sync.client import ClientConnection, connect
 
 from blocktimesd.cli import main
-from blocktimesd.dataset.rotation import REORGS
-from blocktimesd.dataset.writer import REORG_SCHEMA
-from tests.dataset import chain_rows, domain_of, write_rows
+from blocktimesd.dataset.layout import REORGS
+from blocktimesd.dataset.schema import REORG_SCHEMA
+from tests.handmade import chain_rows, domain_of, write_rows
 
 SECTIONS = ("summary", "distribution", "over_time", "segments", "cross_chain", "reorgs")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

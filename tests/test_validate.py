@@ -13,14 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from blocktimesd.analysis.queries import SCRIPTS_DIR
+from blocktimesd.analysis.validation import SCRIPTS, validate
+from blocktimesd.commands.validate import add_validate_parser, run_validate
+from blocktimesd.dataset.layout import file_name
 from blocktimesd.dataset.records import Row
-from blocktimesd.dataset.rotation import file_name
 from blocktimesd.dataset.writer import ParquetWriter, WriterSettings
-from blocktimesd.duck import SCRIPTS_DIR
 from blocktimesd.errors import InvalidDataFile
-from blocktimesd.validate import SCRIPTS, add_validate_parser, run_validate, validate
-from tests.aio.test_writer import run_unprivileged, shared_dir
-from tests.dataset import chain_rows, domain_of, with_changes, write_file, write_rows
+from tests.dataset.test_writer import run_unprivileged, shared_dir
+from tests.handmade import chain_rows, domain_of, with_changes, write_file, write_rows
 
 DELTAS = [None, 6000, 5500, 7000, 6000, 12000, 6000, 6500, 6000, 6000]
 

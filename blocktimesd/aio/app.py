@@ -24,28 +24,45 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from blocktimesd.aio.chain import ChainKind, ChainReader
-from blocktimesd.aio.follower import ConsensusIndex, Follower
+from blocktimesd.aio.chain import ChainReader
+from blocktimesd.aio.consensus_index import ConsensusIndex
+from blocktimesd.aio.follower import Follower
 from blocktimesd.aio.http import HttpServer
 from blocktimesd.aio.metrics import Metrics
-from blocktimesd.aio.preflight import Preflight
-from blocktimesd.aio.rpc import RpcClient
+from blocktimesd.aio.preflight import NodeExpectations, Preflight
+from blocktimesd.aio.rpc import RpcClient, RpcSettings
 from blocktimesd.aio.sdnotify import SystemdNotifier, supervise
-from blocktimesd.config import Config
+from blocktimesd.config.model import ChainConfig, Config
+from blocktimesd.core.chains import ChainKind
+from blocktimesd.dataset.layout import ROWS
 from blocktimesd.dataset.records import Row
-from blocktimesd.dataset.writer import (
-    ParquetWriter,
-    WriterSettings,
-    WriterStatus,
-    durable_tail,
-    last_durable_row,
-)
+from blocktimesd.dataset.scan import durable_tail, last_durable_row
+from blocktimesd.dataset.writer import ParquetWriter, WriterSettings, WriterStatus
 from blocktimesd.errors import ConfigError, WriterClosed
 from blocktimesd.genesis import check_genesis
 
-__all__ = ["App"]
+__all__ = ["App", "node_expectations", "rpc_settings"]
 
 log = logging.getLogger(__name__)
+
+
+def rpc_settings(config: Config, chain: ChainConfig) -> RpcSettings:
+    """The RPC client's settings for ``chain``: the configured values, the client's own
+    defaults for the rest."""
+    return RpcSettings(
+        endpoints=chain.endpoints,
+        max_inflight=config.max_inflight_requests,
+        batch_size=config.rpc_batch_size,
+        request_timeout=config.request_timeout_s,
+        requests_per_second=config.requests_per_second,
+    )
+
+
+def node_expectations(chain: ChainConfig) -> NodeExpectations:
+    """What every connection's preflight checks the node against (None: not checked)."""
+    return NodeExpectations(
+        chain_name=chain.expected_chain_name, genesis_hash=chain.expected_genesis_hash
+    )
 
 
 class App:
@@ -66,7 +83,7 @@ class App:
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics(
             self.registry,
-            chains=[c.name for c in config.chains],
+            chains=[c.chain for c in config.chains],
             delta_window=config.delta_window,
             clock=wall_clock,
         )
@@ -75,7 +92,7 @@ class App:
             WriterSettings(
                 max_rows=config.max_rows_per_file,
                 max_minutes=config.max_file_minutes,
-                queue_size=max(16, config.writer_queue_rows),
+                queue_size=max(16, config.writer_queue_items),
                 # Rows durable within about checkpoint_s, files completed every
                 # max_file_minutes: few files (docs/runbook/config.md).
                 checkpoint_s=config.checkpoint_s or None,
@@ -106,13 +123,13 @@ class App:
 
     def _ready(self) -> tuple[bool, dict[str, Any]]:
         details: dict[str, Any] = {
-            name: {
-                "connected": self.clients[name].ready,
-                "endpoint": self.clients[name].shown_endpoint,  # served unauthenticated
+            chain: {
+                "connected": self.clients[chain].ready,
+                "endpoint": self.clients[chain].shown_endpoint,  # served unauthenticated
                 "following": f.following,
                 "confirmed": None if f.tree.confirmed is None else f.tree.confirmed.number,
             }
-            for name, f in self.followers.items()
+            for chain, f in self.followers.items()
         }
         ok = bool(details) and all(d["connected"] and d["following"] for d in details.values())
         # Not ready while writes fail: the rows pile up in memory and nothing reaches disk.
@@ -141,23 +158,24 @@ class App:
         if {ChainKind.CONSENSUS, ChainKind.AUTO_EVM} <= kinds:
             index = ConsensusIndex()
         for chain in self.config.chains:
-            preflight = self.preflights[chain.name] = Preflight(chain.expectations(), chain.name)
+            preflight = Preflight(node_expectations(chain), chain.chain)
+            self.preflights[chain.chain] = preflight
             client = RpcClient(
-                self.config.rpc_settings(chain),
-                chain.name,
+                rpc_settings(self.config, chain),
+                chain.chain,
                 on_connect=preflight,
-                observer=self.metrics.rpc_observer(chain.name),
+                observer=self.metrics.rpc_observer(chain.chain),
             )
-            self.clients[chain.name] = client
-            self.readers[chain.name] = ChainReader(
-                client, chain.kind, chain.name, chain.domain_ids or (0,)
+            self.clients[chain.chain] = client
+            self.readers[chain.chain] = ChainReader(
+                client, chain.kind, chain.chain, chain.domain_ids or (0,)
             )
         consensus_reader = next(
-            (self.readers[c.name] for c in self.config.chains if c.kind is ChainKind.CONSENSUS),
+            (self.readers[c.chain] for c in self.config.chains if c.kind is ChainKind.CONSENSUS),
             None,
         )
         resumes = {
-            c.name: await asyncio.to_thread(last_durable_row, self.config.data_dir, c.name)
+            c.chain: await asyncio.to_thread(last_durable_row, self.config.data_dir, c.chain)
             for c in self.config.chains
         }
         # The consensus blocks the domain rows to come may name: at most those above the
@@ -166,21 +184,21 @@ class App:
             row.consensus_block_number
             for c in self.config.chains
             if c.kind is ChainKind.AUTO_EVM
-            and (row := resumes[c.name]) is not None
+            and (row := resumes[c.chain]) is not None
             and row.consensus_block_number is not None
         ]
         for chain in self.config.chains:
-            resume = resumes[chain.name]
+            resume = resumes[chain.chain]
             if resume is not None:
-                log.info("%s: resuming after block %d", chain.name, resume.block_number)
-            self.followers[chain.name] = Follower(
-                self.readers[chain.name],
-                chain.name,
+                log.info("%s: resuming after block %d", chain.chain, resume.block_number)
+            self.followers[chain.chain] = Follower(
+                self.readers[chain.chain],
+                chain.chain,
                 chain.k,
                 self.writer,
                 self.metrics,
                 resume=resume,
-                tail=self._tail_reader(chain.name),
+                tail=self._tail_reader(chain.chain),
                 consensus=index if chain.kind is not ChainKind.GENERIC else None,
                 consensus_reader=consensus_reader if chain.kind is ChainKind.AUTO_EVM else None,
                 head_poll_s=self.config.head_poll_s,
@@ -191,10 +209,12 @@ class App:
                 ),
                 wall_clock=self._wall,
             )
-        for name, client in self.clients.items():
+        for chain in self.config.chains:
+            client = self.clients[chain.chain]
             await client.start()
             self._started.append(client)
-            self._tasks.append(asyncio.create_task(self._follow(name), name=f"follow-{name}"))
+            task = asyncio.create_task(self._follow(chain.chain), name=f"follow-{chain.chain}")
+            self._tasks.append(task)
         # The writer is watched like the followers: if it ends, the daemon ends loudly.
         self._tasks.append(asyncio.create_task(self._watch_writer(), name="watch-writer"))
         if self.notifier.enabled:
@@ -203,12 +223,12 @@ class App:
                 name="sd-notify",
             )
 
-    def _tail_reader(self, name: str) -> Callable[[int], Awaitable[list[Row]]]:
-        """The last rows of ``name`` made durable, for a follower's repairs."""
+    def _tail_reader(self, chain: str) -> Callable[[int], Awaitable[list[Row]]]:
+        """The last rows of ``chain`` made durable, for a follower's repairs."""
 
         async def tail(count: int) -> list[Row]:
             await self.writer.flush()
-            return await asyncio.to_thread(durable_tail, self.config.data_dir, name, count)
+            return await asyncio.to_thread(durable_tail, self.config.data_dir, chain, count)
 
         return tail
 
@@ -216,24 +236,24 @@ class App:
         await self.writer.join()
         raise WriterClosed(f"the writer of {self.config.data_dir} stopped unexpectedly")
 
-    async def _follow(self, name: str) -> None:
-        await self._check_genesis(name)
+    async def _follow(self, chain: str) -> None:
+        await self._check_genesis(chain)
         # Start-up (runtime check, resume check) and following share one retry policy.
-        await self.followers[name].run()
+        await self.followers[chain].run()
 
-    async def _check_genesis(self, name: str) -> None:
+    async def _check_genesis(self, chain: str) -> None:
         """The dataset and the node are of one chain; later connections must be too."""
-        client = self.clients[name]
+        client = self.clients[chain]
         await client.wait_ready()
-        preflight = self.preflights[name]
+        preflight = self.preflights[chain]
         info = preflight.info
         if info is None:
             return
         recorded = await asyncio.to_thread(
-            check_genesis, self.config.data_dir, name, info.genesis_hash, client.endpoint
+            check_genesis, self.config.data_dir, chain, info.genesis_hash, client.endpoint
         )
         if recorded:
-            log.info("%s: the dataset records genesis %s", name, info.genesis_hash)
+            log.info("%s: the dataset records genesis %s", chain, info.genesis_hash)
         if preflight.expect.genesis_hash is None:
             preflight.expect = dataclasses.replace(preflight.expect, genesis_hash=info.genesis_hash)
 
@@ -276,13 +296,13 @@ class App:
 def _status(ready: bool, details: Mapping[str, Any]) -> str:
     """One line for ``systemctl status``: what each chain is doing."""
     states = []
-    for name, d in details.items():
-        if name == "writer":  # not a chain; said only when it is not writing
+    for chain, d in details.items():
+        if chain == "writer":  # not a chain; said only when it is not writing
             if d["status"] != WriterStatus.RUNNING:
                 states.append(f"writer {d['status']}")
             continue
         state = "following" if d["following"] else "connected" if d["connected"] else "connecting"
-        states.append(f"{name} {state}")
+        states.append(f"{chain} {state}")
     prefix = "following every chain" if ready else "starting"
     return f"{prefix}: {', '.join(states)}" if states else prefix
 
@@ -292,7 +312,7 @@ class _WriterMetrics:
         self._m = metrics
 
     def file_written(self, dataset: str, chain: str, rows: int) -> None:
-        if dataset == "block_times":
+        if dataset == ROWS:
             self._m.observe_rows_written(chain, rows)
             self._m.observe_file_written(chain)
 

@@ -16,7 +16,6 @@ the preflight uses too), so that one such answer does not undo the work around i
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ from typing import Any
 
 from blocktimesd.aio.rpc import RpcClient
 from blocktimesd.core import decode
+from blocktimesd.core.chains import ChainKind, check_runtime
 from blocktimesd.core.header import RUNTIME_ENVIRONMENT_UPDATED, Header, hex_to_bytes, to_hex
 from blocktimesd.core.runtime import Runtime
 from blocktimesd.core.runtime_version import RuntimeVersion
@@ -34,41 +34,27 @@ from blocktimesd.errors import (
     Outcome,
     RetryPolicy,
     RpcError,
-    UnsupportedRuntime,
+    raise_node_errors,
 )
 
 __all__ = [
     "IN_PLACE_ATTEMPTS",
     "IN_PLACE_RETRY",
-    "REQUIRED_ITEMS",
+    "REASKS",
+    "REASK_DELAY_S",
     "BlockFacts",
-    "ChainKind",
     "ChainReader",
     "call_in_place",
     "call_one_in_place",
+    "served_header",
     "verify_hash",
 ]
 
 log = logging.getLogger(__name__)
 
 
-class ChainKind(enum.StrEnum):
-    CONSENSUS = "consensus"
-    AUTO_EVM = "auto-evm"
-    GENERIC = "generic"
-
-
-# What each kind of chain must have in its runtime for its columns.
-REQUIRED_ITEMS: dict[ChainKind, tuple[tuple[str, str, str], ...]] = {
-    ChainKind.GENERIC: (("storage", "Timestamp", "Now"),),
-    ChainKind.AUTO_EVM: (("storage", "Timestamp", "Now"),),
-    ChainKind.CONSENSUS: (
-        ("storage", "Timestamp", "Now"),
-        ("storage", "Domains", "SuccessfulBundles"),
-        ("call", "Domains", "submit_bundle"),
-        ("call", "Subspace", "store_segment_headers"),
-    ),
-}
+REASKS = 3  # a node that does not (yet) serve a block it announced is asked again
+REASK_DELAY_S = 1.0
 IN_PLACE_ATTEMPTS = 4  # per read in all, for the node's transient error answers
 IN_PLACE_RETRY = RetryPolicy(initial=0.05, cap=1.0)  # delays between those attempts
 _VERSIONS_KEPT = 8192  # block hash -> spec version, for the blocks around the tip
@@ -119,10 +105,7 @@ async def call_one_in_place(
     client: RpcClient, method: str, *params: Any, retry: RetryPolicy = IN_PLACE_RETRY
 ) -> Any:
     """One read, asked again as :func:`call_in_place` does; the error left raises."""
-    result = (await call_in_place(client, [(method, list(params))], retry=retry))[0]
-    if isinstance(result, RpcError):
-        raise result
-    return result
+    return raise_node_errors(await call_in_place(client, [(method, list(params))], retry=retry))[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,11 +127,11 @@ class ChainReader:
     """Block facts for one chain, with the runtime of every block resolved."""
 
     def __init__(
-        self, client: RpcClient, kind: ChainKind, label: str, domain_ids: tuple[int, ...] = (0,)
+        self, client: RpcClient, kind: ChainKind, chain: str, domain_ids: tuple[int, ...] = (0,)
     ) -> None:
         self.client = client
         self.kind = kind
-        self.label = label
+        self.chain = chain
         self.domain_ids = domain_ids
         self._runtimes: dict[int, Runtime] = {}
         self._spec_of: OrderedDict[bytes, int] = OrderedDict()
@@ -179,9 +162,9 @@ class ChainReader:
             metadata = hex_to_bytes(
                 await self.call("state_getMetadata", to_hex(block_hash)), "metadata"
             )
-            runtime = Runtime.from_metadata(metadata, version, self.label)
+            runtime = Runtime.from_metadata(metadata, version, self.chain)
             self._runtimes[version.spec_version] = runtime
-            log.info("%s: loaded metadata of runtime %s", self.label, version.label)
+            log.info("%s: loaded metadata of runtime %s", self.chain, version.label)
         self._remember(block_hash, version.spec_version)
         return runtime
 
@@ -202,7 +185,7 @@ class ChainReader:
         """At start-up: the best block's runtime has what this kind of chain needs."""
         best = Header.from_json(await self.call("chain_getHeader"))
         runtime = await self.runtime_at(best.hash())
-        check_runtime(runtime, self.kind, self.label)
+        check_runtime(runtime, self.kind, self.chain)
         return runtime
 
     # -- blocks ------------------------------------------------------------------------------
@@ -214,7 +197,7 @@ class ChainReader:
         if obj is None:
             return None
         header = Header.from_json(obj)
-        verify_hash(header, block_hash, self.label)
+        verify_hash(header, block_hash, self.chain)
         return header
 
     async def facts(self, header: Header) -> BlockFacts:
@@ -228,15 +211,14 @@ class ChainReader:
                 to_hex(runtime.storage_key("Domains", "SuccessfulBundles", domain))
                 for domain in self.domain_ids
             ]
-        values = await self.call_many([("state_getStorage", [key, at]) for key in keys])
-        for value in values:
-            if isinstance(value, RpcError):
-                raise value
+        values = raise_node_errors(
+            await self.call_many([("state_getStorage", [key, at]) for key in keys])
+        )
         raw = [None if v is None else hex_to_bytes(v, "storage value") for v in values]
         try:
             timestamp = decode.timestamp_from_storage(raw[0])
         except DecodeError as exc:
-            raise DecodeError(f"{self.label} block {header.number}: {exc}") from None
+            raise DecodeError(f"{self.chain} block {header.number}: {exc}") from None
         facts: dict[str, Any] = {}
         if self.kind is ChainKind.CONSENSUS:
             facts["slot"] = decode.consensus_slot(header)
@@ -260,30 +242,23 @@ class ChainReader:
         return [hex_to_bytes(x, "extrinsic") for x in obj["block"]["extrinsics"]]
 
 
-def verify_hash(header: Header, expected: bytes, label: str) -> None:
+async def served_header(reader: ChainReader, block_hash: bytes) -> Header | None:
+    """The header of ``block_hash``, asked again a few times while the node answers it
+    does not know it: a node may announce a block before it serves it."""
+    for attempt in range(REASKS):
+        header = await reader.header(block_hash)
+        if header is not None:
+            return header
+        if attempt + 1 < REASKS:
+            await asyncio.sleep(REASK_DELAY_S)
+    return None
+
+
+def verify_hash(header: Header, expected: bytes, chain: str) -> None:
     """Raise :class:`HashMismatch` unless ``header`` hashes to ``expected``."""
     actual = header.hash()
     if actual != expected:
         raise HashMismatch(
-            f"{label}: asked for block {to_hex(expected)}, the node answered a header "
+            f"{chain}: asked for block {to_hex(expected)}, the node answered a header "
             f"#{header.number} that hashes to {to_hex(actual)}"
-        )
-
-
-def check_runtime(runtime: Runtime, kind: ChainKind, label: str) -> None:
-    """Raise :class:`UnsupportedRuntime` listing every item this chain kind lacks."""
-    missing = []
-    for what, pallet, item in REQUIRED_ITEMS[kind]:
-        try:
-            if what == "storage":
-                runtime.storage_entry(pallet, item)
-            else:
-                runtime.call_index(pallet, item)
-        except UnsupportedRuntime:
-            missing.append(f"{pallet}.{item}")
-    if missing:
-        raise UnsupportedRuntime(
-            f"{label}: runtime {runtime.version.label} lacks {', '.join(missing)}, which a "
-            f"chain of kind {kind.value!r} needs; configure this chain as kind 'generic' to "
-            "measure block times only"
         )

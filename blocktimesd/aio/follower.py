@@ -39,8 +39,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from blocktimesd.aio.chain import BlockFacts, ChainKind, ChainReader, verify_hash
+from blocktimesd.aio.chain import BlockFacts, ChainReader, served_header, verify_hash
+from blocktimesd.aio.consensus_index import ConsensusIndex
+from blocktimesd.aio.consensus_source import ConsensusSource
 from blocktimesd.aio.subscription import QUIET
+from blocktimesd.core.chains import ChainKind
 from blocktimesd.core.forktree import (
     BlockRef,
     Confirmed,
@@ -53,7 +56,7 @@ from blocktimesd.core.forktree import (
 )
 from blocktimesd.core.header import BlockHash, Header, hex_to_bytes, to_hex
 from blocktimesd.core.redact import redact_url
-from blocktimesd.dataset.records import Row, Unresolved, delta_ms
+from blocktimesd.dataset.records import Row, form_row
 from blocktimesd.dataset.writer import Reconciliation
 from blocktimesd.errors import (
     BlocktimesError,
@@ -62,17 +65,15 @@ from blocktimesd.errors import (
     NodeFault,
     Outcome,
     RetryPolicy,
-    RpcError,
     SubscriptionGap,
+    raise_node_errors,
 )
 
-__all__ = ["ConsensusIndex", "Follower", "FollowerMetrics", "RowSink"]
+__all__ = ["Follower", "FollowerMetrics", "RowSink"]
 
 log = logging.getLogger(__name__)
 
 _FACTS_KEPT = 4096  # facts of recent heads, reused when they are confirmed
-_REASKS = 3  # a node that does not (yet) serve a block it announced is asked again
-_REASK_DELAY_S = 1.0
 
 Tail = Callable[[int], Awaitable[list[Row]]]
 
@@ -113,58 +114,6 @@ class _Written:
     timestamp_ms: int | None  # None after a repair, until read again
 
 
-class ConsensusIndex:
-    """Confirmed consensus blocks (hash -> number, timestamp), for the domain follower."""
-
-    def __init__(self, kept: int = 100_000) -> None:
-        self._by_hash: OrderedDict[bytes, tuple[int, int | None]] = OrderedDict()
-        self._kept = kept
-        self.tip = -1
-        self._changed = asyncio.Condition()
-
-    @property
-    def kept(self) -> int:
-        return self._kept
-
-    async def seed(self, rows: list[Row]) -> None:
-        """Blocks confirmed before this process started (durable rows, ascending)."""
-        for row in rows[-self._kept :]:
-            self._keep(hex_to_bytes(row.hash, "row hash"), row.block_number, row.timestamp_ms)
-        if rows:
-            self.tip = max(self.tip, rows[-1].block_number)
-            async with self._changed:
-                self._changed.notify_all()
-
-    def _keep(self, block_hash: bytes, number: int, timestamp_ms: int | None) -> None:
-        self._by_hash[block_hash] = (number, timestamp_ms)
-        if len(self._by_hash) > self._kept:
-            self._by_hash.popitem(last=False)
-
-    async def confirmed(self, ref: BlockRef, timestamp_ms: int | None = None) -> None:
-        self._keep(ref.hash, ref.number, timestamp_ms)
-        self.tip = ref.number
-        async with self._changed:
-            self._changed.notify_all()
-
-    async def retract_above(self, number: int) -> None:
-        for block_hash, (n, _) in list(self._by_hash.items()):
-            if n > number:
-                del self._by_hash[block_hash]
-        self.tip = min(self.tip, number)
-
-    async def wait_confirmed(self, number: int) -> None:
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.tip >= number)
-
-    def number_of(self, block_hash: bytes) -> int | None:
-        entry = self._by_hash.get(block_hash)
-        return None if entry is None else entry[0]
-
-    def timestamp_of(self, block_hash: bytes) -> int | None:
-        entry = self._by_hash.get(block_hash)
-        return None if entry is None else entry[1]
-
-
 class Follower:
     """Follows one chain until cancelled; hands confirmed rows to the sink."""
 
@@ -191,6 +140,14 @@ class Follower:
         self.metrics = metrics
         self.consensus = consensus  # set on the consensus follower (publishes) and domain (waits)
         self.consensus_reader = consensus_reader
+        self._source = ConsensusSource(
+            chain,
+            consensus,
+            consensus_reader,
+            metrics,
+            on_wait=lambda: metrics.set_rows_waiting(chain, self._waiting()),
+            wall_clock=wall_clock,
+        )
         self.retry = retry or RetryPolicy()
         self.head_poll_s = head_poll_s  # silence after which the best head is asked for
         # Durable rows above this block go to the consensus index on start: the domain
@@ -474,9 +431,7 @@ class Follower:
             )
         wanted = [hex_to_bytes(h, "block hash") for h in hashes if h is not None]
         results = await self.reader.call_many([("chain_getHeader", [to_hex(h)]) for h in wanted])
-        for block_hash, result in zip(wanted, results, strict=True):
-            if isinstance(result, RpcError):
-                raise result
+        for block_hash, result in zip(wanted, raise_node_errors(results), strict=True):
             if result is not None:
                 header = Header.from_json(result)
                 verify_hash(header, block_hash, self.chain)
@@ -535,12 +490,9 @@ class Follower:
         header = self._headers.get(block_hash)
         if header is not None:
             return header
-        for attempt in range(_REASKS):
-            header = await self.reader.header(block_hash)
-            if header is not None:
-                return header
-            if attempt + 1 < _REASKS:
-                await asyncio.sleep(_REASK_DELAY_S)
+        header = await served_header(self.reader, block_hash)
+        if header is not None:
+            return header
         raise NodeFault(
             f"{self.chain}: the node does not serve block {to_hex(block_hash)} (#{number}), "
             "which its own best chain contains"
@@ -594,28 +546,26 @@ class Follower:
             # Genesis has no timestamp: it has no row, and block 1 no delta.
             self._written = _Written(ref.number, ref.hash, ref.parent_hash, None)
             return
-        delta = delta_ms(facts.timestamp_ms, await self._parent_timestamp(ref))
-        consensus_hash = consensus_number = None
-        unresolved: Unresolved | None = None
+        parent_timestamp = await self._parent_timestamp(ref)
+        consensus_hash = consensus_number = unresolved = None
         if self.reader.kind is ChainKind.AUTO_EVM:
-            consensus_hash, consensus_number, unresolved = await self._map_to_consensus(facts)
-        row = Row(
-            chain=self.chain,
-            block_number=facts.number,
-            hash=to_hex(facts.hash),
-            parent_hash=to_hex(facts.parent_hash),
-            timestamp_ms=facts.timestamp_ms,
-            delta_since_parent_ms=delta,
-            ingestion_ts_ms=int(self._wall() * 1000),
-            contained_store_segment_headers=(
-                None if facts.segment_headers is None else facts.segment_headers > 0
-            ),
+            consensus_hash, consensus_number, unresolved = await self._source.map(facts)
+        row = form_row(
+            self.chain,
+            facts.number,
+            to_hex(facts.hash),
+            to_hex(facts.parent_hash),
+            facts.timestamp_ms,
+            parent_timestamp,
+            int(self._wall() * 1000),
+            facts.spec_version,
+            segment_headers=facts.segment_headers,
             bundle_count=facts.bundle_count,
-            consensus_block_hash=consensus_hash,
             slot=facts.slot,
-            spec_version=facts.spec_version,
+            consensus_block_hash=consensus_hash,
             consensus_block_number=consensus_number,
         )
+        delta = row.delta_since_parent_ms
         if unresolved is not None:
             self.metrics.observe_unresolved_mapping(self.chain)
             await self.sink.put(Reconciliation(self.chain, unresolved))
@@ -636,86 +586,6 @@ class Follower:
             "%s: block #%d %s: %s (%s); written as the chain says, flagged for validate",
             self.chain, row.block_number, row.hash, what, kind,
         )  # fmt: skip
-
-    # -- the domain's consensus source ---------------------------------------------------------
-
-    async def _canonical_is(self, reader: ChainReader, number: int, block_hash: bytes) -> bool:
-        """Whether the consensus node's canonical block ``number`` is ``block_hash``, asked
-        twice before answering no (one wrong answer does not orphan a block)."""
-        for attempt in range(2):
-            canonical = await reader.call("chain_getBlockHash", number)
-            if canonical == to_hex(block_hash):
-                return True
-            if attempt == 0:
-                await asyncio.sleep(_REASK_DELAY_S)
-        return False
-
-    async def _confirmed_source(
-        self, source: bytes, index: ConsensusIndex, reader: ChainReader
-    ) -> tuple[int | None, str | None]:
-        """The number of consensus block ``source`` once it is confirmed, or why not."""
-        number = index.number_of(source)
-        if number is not None:
-            return number, None
-        header = None
-        for attempt in range(_REASKS):
-            header = await reader.header(source)
-            if header is not None:
-                break
-            if attempt + 1 < _REASKS:
-                await asyncio.sleep(_REASK_DELAY_S)
-        if header is None:
-            return None, "the consensus node does not know the block"
-        self.metrics.set_rows_waiting(self.chain, self._waiting())
-        await index.wait_confirmed(header.number)
-        number = index.number_of(source)
-        if number is not None:
-            return number, None
-        # Confirmed before this process started following: ask the node's canonical chain.
-        if await self._canonical_is(reader, header.number, source):
-            return header.number, None
-        return None, "the consensus block was orphaned"
-
-    async def _map_to_consensus(
-        self, facts: BlockFacts
-    ) -> tuple[str | None, int | None, Unresolved | None]:
-        source = facts.consensus_hash
-        reason = None
-        number: int | None = None
-        if source is None:
-            reason = "no RGTR digest item in the domain header"
-        elif self.consensus is not None and self.consensus_reader is not None:
-            number, reason = await self._confirmed_source(
-                source, self.consensus, self.consensus_reader
-            )
-        elif self.consensus_reader is not None:
-            header = await self.consensus_reader.header(source)
-            number = None if header is None else header.number
-            if number is None:
-                reason = "the consensus node does not know the block"
-        else:
-            reason = "no consensus chain configured"
-        if reason is not None:
-            record = Unresolved(
-                chain=self.chain,
-                block_number=facts.number,
-                hash=to_hex(facts.hash),
-                consensus_block_hash=None if source is None else to_hex(source),
-                reason=reason,
-                detected_ts_ms=int(self._wall() * 1000),
-            )
-            return None, None, record
-        assert source is not None
-        if self.consensus is not None and facts.timestamp_ms is not None:
-            source_ts = self.consensus.timestamp_of(source)
-            if source_ts is not None and source_ts != facts.timestamp_ms:
-                self.metrics.observe_anomaly(self.chain, "timestamp_differs_from_consensus")
-                log.warning(
-                    "%s: block #%d: timestamp %d differs from its consensus block's %d "
-                    "(#%s); written as the chain says, flagged for validate",
-                    self.chain, facts.number, facts.timestamp_ms, source_ts, number,
-                )  # fmt: skip
-        return to_hex(source), number, None
 
 
 def _ref_of_row(row: Row) -> BlockRef:

@@ -17,6 +17,7 @@ from typing import Any
 
 from blocktimesd.aio.chain import call_in_place, call_one_in_place
 from blocktimesd.aio.rpc import RpcClient
+from blocktimesd.core.chains import TIMESTAMP_NOW_KEY
 from blocktimesd.errors import (
     MalformedAnswer,
     NodeUnusable,
@@ -24,6 +25,8 @@ from blocktimesd.errors import (
     RetryPolicy,
     RpcError,
     WrongChain,
+    pruned_state,
+    raise_node_errors,
 )
 
 __all__ = ["REQUIRED_METHODS", "NodeExpectations", "NodeInfo", "Preflight", "check_history"]
@@ -41,8 +44,6 @@ REQUIRED_METHODS = frozenset(
         "state_getMetadata",
     }
 )
-TIMESTAMP_NOW_KEY = "0xf0c365c3cf59d671eb72da0e7a4113c49f1f0515f462cdcf84e0f1d6045dfcbb"
-_DISCARDED = "State already discarded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +85,7 @@ _GENESIS = re.compile(r"^0x[0-9a-fA-F]{64}$")
 
 
 def _check_shapes(
-    label: str, url: str, chain_name: Any, genesis: Any, version: Any, methods: Any
+    chain: str, url: str, chain_name: Any, genesis: Any, version: Any, methods: Any
 ) -> None:
     """Answers of the wrong shape are the node's fault (retried, then failed over), not
     a sign of another network."""
@@ -100,15 +101,15 @@ def _check_shapes(
         if not ok
     ]  # fmt: skip
     if wrong:
-        raise MalformedAnswer(f"{label}: {url} answered the preflight wrongly: {'; '.join(wrong)}")
+        raise MalformedAnswer(f"{chain}: {url} answered the preflight wrongly: {'; '.join(wrong)}")
 
 
 class Preflight:
     """The ``on_connect`` hook of an :class:`RpcClient`; remembers what it found."""
 
-    def __init__(self, expect: NodeExpectations, label: str) -> None:
+    def __init__(self, expect: NodeExpectations, chain: str) -> None:
         self.expect = expect
-        self.label = label
+        self.chain = chain
         self.info: NodeInfo | None = None
 
     async def __call__(self, client: RpcClient) -> None:
@@ -119,27 +120,26 @@ class Preflight:
             retry=_RETRY,
             batch_size=1,  # pipelined: a node runs a batch's calls one after another
         )
-        for result in results:
-            if isinstance(result, RpcError):
-                raise result
-        chain_name, node_name, node_version, genesis, version, methods_obj = results
-        _check_shapes(self.label, url, chain_name, genesis, version, methods_obj)
+        chain_name, node_name, node_version, genesis, version, methods_obj = raise_node_errors(
+            results
+        )
+        _check_shapes(self.chain, url, chain_name, genesis, version, methods_obj)
         expect = self.expect
         if expect.chain_name is not None and chain_name != expect.chain_name:
             raise WrongChain(
-                f"{self.label}: {url} serves chain {chain_name!r}, but the configuration expects "
+                f"{self.chain}: {url} serves chain {chain_name!r}, but the configuration expects "
                 f"{expect.chain_name!r}; point the endpoint at the right chain or change the "
                 "expected chain name"
             )
         if expect.genesis_hash is not None and str(genesis).lower() != expect.genesis_hash.lower():
             raise WrongChain(
-                f"{self.label}: {url} has genesis {genesis}, but the configuration expects "
+                f"{self.chain}: {url} has genesis {genesis}, but the configuration expects "
                 f"{expect.genesis_hash}; this is another network"
             )
         methods = frozenset(methods_obj.get("methods", []))
         missing = sorted(REQUIRED_METHODS - methods) if methods else []
         if missing:
-            raise NodeUnusable(f"{self.label}: {url} does not offer {', '.join(missing)}")
+            raise NodeUnusable(f"{self.chain}: {url} does not offer {', '.join(missing)}")
         await self._wait_while_syncing(client, url)
         unsafe = await self._unsafe_allowed(client, str(genesis))
         self.info = NodeInfo(
@@ -155,7 +155,7 @@ class Preflight:
         )
         log.info(
             "%s: %s is %r (%s %s), runtime %s/%d, unsafe RPC %s",
-            self.label,
+            self.chain,
             url,
             self.info.chain_name,
             self.info.node_name,
@@ -165,7 +165,7 @@ class Preflight:
             "allowed" if unsafe else "denied",
         )
         if expect.needed_from is not None:
-            await check_history(client, expect.needed_from, self.label)
+            await check_history(client, expect.needed_from, self.chain)
 
     async def _wait_while_syncing(self, client: RpcClient, url: str) -> None:
         waited_since = time.monotonic()
@@ -176,11 +176,11 @@ class Preflight:
             waited = time.monotonic() - waited_since
             if waited >= self.expect.syncing_wait_s:
                 raise NodeUnusable(
-                    f"{self.label}: {url} is still syncing after {waited:.0f} s; use a synced node"
+                    f"{self.chain}: {url} is still syncing after {waited:.0f} s; use a synced node"
                 )
             log.info(
                 "%s: %s is syncing (%s peers); waiting for it to catch up",
-                self.label,
+                self.chain,
                 url,
                 health.get("peers"),
             )
@@ -197,27 +197,22 @@ class Preflight:
         return True
 
 
-async def check_history(client: RpcClient, number: int, label: str) -> None:
+async def check_history(client: RpcClient, number: int, chain: str) -> None:
     """Raise :class:`PrunedNode` unless the node keeps block ``number``'s state and body."""
     url = client.shown_endpoint or "?"
     block_hash = await client.call("chain_getBlockHash", number)
     if block_hash is None:
         best = await client.call("chain_getHeader")
         raise NodeUnusable(
-            f"{label}: {url} does not know block {number} (its best block is "
+            f"{chain}: {url} does not know block {number} (its best block is "
             f"{int(best['number'], 16)}); choose a range the node has"
         )
     try:
         await client.call("state_getStorage", TIMESTAMP_NOW_KEY, block_hash)
     except RpcError as exc:
-        if _DISCARDED in exc.message:
-            raise PrunedNode(
-                f"{label}: this node is pruned; use an archive node. {url} no longer has the "
-                f"state of block {number} ({block_hash}): {exc.message}"
-            ) from None
-        raise
+        raise pruned_state(exc, chain, url, number, block_hash) from None
     if await client.call("chain_getBlock", block_hash) is None:
         raise PrunedNode(
-            f"{label}: this node is pruned; use an archive node. {url} no longer has the "
+            f"{chain}: this node is pruned; use an archive node. {url} no longer has the "
             f"body of block {number} ({block_hash})"
         )

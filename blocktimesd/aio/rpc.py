@@ -16,6 +16,9 @@ JSON-RPC, and when the caller finds its answers wrong (:meth:`RpcClient.fail_ove
 The supervisor never stops on an error: what it did not expect is logged at ERROR and
 counted, and it goes on with backoff; it stops only when no endpoint can serve the
 chain (:attr:`RpcClient.failure` says why).
+
+A connection and what it carries are in :mod:`blocktimesd.aio.rpc_connection`; the
+requests (the in-flight cap, pacing, deadlines) in :mod:`blocktimesd.aio.rpc_calls`.
 """
 
 from __future__ import annotations
@@ -27,39 +30,21 @@ import dataclasses
 import logging
 import random
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from websockets.exceptions import ConnectionClosed
-
+from blocktimesd.aio.rpc_calls import Requests
+from blocktimesd.aio.rpc_connection import RpcConnection
 from blocktimesd.aio.subscription import Subscription
-from blocktimesd.aio.wsconn import (
-    ConnectionSettings,
-    WatchedConnection,
-    explain,
-    open_connection,
-)
-from blocktimesd.core.backoff import EndpointSchedule, TokenBucket
-from blocktimesd.core.jsonrpc import (
-    BatchResponse,
-    ClientFraming,
-    ErrorWithoutId,
-    Event,
-    Notification,
-    Response,
-)
+from blocktimesd.aio.wsconn import ConnectionSettings, explain, open_connection
+from blocktimesd.core.backoff import EndpointSchedule
 from blocktimesd.core.redact import redact_url
 from blocktimesd.errors import (
     BlocktimesError,
     ConnectionLost,
-    MalformedAnswer,
     NodeUnusable,
     Outcome,
-    ProtocolError,
-    RpcError,
-    RpcTimeout,
     classify,
 )
 
@@ -148,23 +133,6 @@ class _NullObserver:
         pass
 
 
-@dataclass(eq=False)
-class _Connection:
-    ws: WatchedConnection
-    url: str
-    shown: str  # the URL as logs and errors show it: without credentials
-    framing: ClientFraming = field(default_factory=ClientFraming)
-    pending: dict[int, asyncio.Future[Any]] = field(default_factory=dict)
-    subscribing: dict[int, Subscription] = field(default_factory=dict)  # request id -> sub
-    subscriptions: dict[str, Subscription] = field(default_factory=dict)  # sub id -> sub
-    # Notifications that arrive before their subscribe reply; bounded, oldest dropped.
-    early: dict[str, list[Any]] = field(default_factory=dict)
-    ended: str | None = None  # why the connection ended, once it has
-    dropped: str | None = None  # the DROP_REASONS entry, when the client ended it
-    silent_timeouts: int = 0  # requests timed out since the last message received
-    received: int = 0  # messages received
-
-
 @dataclass(frozen=True, slots=True)
 class _Ending:
     """How one attempt on one endpoint ended, for the supervisor's next decision."""
@@ -177,64 +145,6 @@ class _Ending:
     retire: bool = False  # the URL itself cannot work: never try it again
     error: BaseException | None = None  # unexpected: logged at ERROR with its traceback
     productive: bool = False  # the node sent something once the connection was ready
-
-
-_EARLY_KEPT = 64
-
-
-class _Expired(Exception):
-    """A request's deadline passed (set on its future; becomes :class:`RpcTimeout`)."""
-
-
-def _expire(fut: asyncio.Future[Any]) -> None:
-    if not fut.done():
-        fut.set_exception(_Expired())
-
-
-@dataclass(eq=False, slots=True)
-class _Sent:
-    """One message on its way: where it went, its future, what it asked."""
-
-    conn: _Connection
-    key: int
-    fut: asyncio.Future[Any]
-    calls: Sequence[tuple[str, list[Any]]]
-    timeout: float
-    started: float
-
-
-class _Slots:
-    """A cap on requests in flight, handed out first come, first served.
-
-    ``asyncio.Semaphore`` removes each woken waiter from a deque, which costs O(waiters);
-    a backfill queues thousands of messages behind the cap, so here a release hands its
-    slot straight to the oldest live waiter, and cancelled waiters are skipped when met.
-    """
-
-    def __init__(self, size: int) -> None:
-        self._free = size
-        self._waiters: deque[asyncio.Future[None]] = deque()
-
-    async def acquire(self) -> None:
-        if self._free > 0 and not self._waiters:
-            self._free -= 1
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
-        try:
-            await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                self.release()  # handed a slot, then cancelled: pass it on
-            raise
-
-    def release(self) -> None:
-        while self._waiters:
-            fut = self._waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)
-                return
-        self._free += 1
 
 
 class RpcClient:
@@ -254,12 +164,18 @@ class RpcClient:
         self.chain = chain
         self._on_connect = on_connect
         self._observer: RpcObserver = observer or _NullObserver()
-        self._observed = observer is not None  # per-call reports cost; skip them when unheard
         self._rng = rng or random.Random()
         self._clock = clock
-        self._inflight = _Slots(settings.max_inflight)
-        self._bucket = (
-            TokenBucket(settings.requests_per_second) if settings.requests_per_second > 0 else None
+        self._requests = Requests(
+            chain,
+            self._connection,
+            self._observer,
+            observed=observer is not None,  # per-call reports cost; skip them when unheard
+            max_inflight=settings.max_inflight,
+            requests_per_second=settings.requests_per_second,
+            request_timeout=settings.request_timeout,
+            timeouts_to_drop=settings.timeouts_to_drop,
+            clock=clock,
         )
         self._schedule = EndpointSchedule(
             len(settings.endpoints), settings.backoff_initial, 2.0, settings.backoff_cap, self._rng
@@ -271,7 +187,7 @@ class RpcClient:
             ping_timeout=settings.ping_timeout,
             close_timeout=settings.close_timeout,
         )
-        self._conn: _Connection | None = None
+        self._conn: RpcConnection | None = None
         self._ready = asyncio.Event()
         self._state_changed = asyncio.Event()
         self._fatal: BaseException | None = None
@@ -361,7 +277,7 @@ class RpcClient:
                 reason,
             )
             return
-        self._end(conn, f"failing over: {reason}", "fail over")
+        conn.end(f"failing over: {reason}", "fail over")
 
     def _signal(self) -> None:
         self._state_changed.set()
@@ -479,10 +395,12 @@ class RpcClient:
                 retire=failure.permanent,
                 error=exc if failure.kind == "internal" else None,
             )
-        conn = _Connection(ws, url, shown)
+        conn = RpcConnection(ws, url, shown, self.chain, self._on_end, self._on_subscription_ended)
         self._conn = conn
-        reader = asyncio.create_task(self._read(conn), name=f"rpc-reader-{self.chain}")
-        watchdog = asyncio.create_task(self._watch(conn), name=f"rpc-watchdog-{self.chain}")
+        reader = asyncio.create_task(conn.read(), name=f"rpc-reader-{self.chain}")
+        watchdog = asyncio.create_task(
+            conn.watch(self.settings.message_timeout), name=f"rpc-watchdog-{self.chain}"
+        )
         try:
             ending = await self._preflight(conn, reader)
             if ending is not None:
@@ -501,7 +419,7 @@ class RpcClient:
         finally:
             await self._drop(conn, reader, watchdog)
 
-    async def _preflight(self, conn: _Connection, reader: asyncio.Task[None]) -> _Ending | None:
+    async def _preflight(self, conn: RpcConnection, reader: asyncio.Task[None]) -> _Ending | None:
         """Run the ``on_connect`` hook, raced against the reader: a connection that ends
         during the preflight is noticed at once, not when a preflight call times out."""
         if self._on_connect is None:
@@ -536,7 +454,9 @@ class RpcClient:
             return _Ending(detail, None, "preflight")
         return _Ending(f"{type(exc).__name__}: {exc}", None, "internal", error=exc)
 
-    def _ended(self, conn: _Connection, reader: asyncio.Task[None], held: float | None) -> _Ending:
+    def _ended(
+        self, conn: RpcConnection, reader: asyncio.Task[None], held: float | None
+    ) -> _Ending:
         """How the connection ended, from its reader (done, or about to be dropped)."""
         error = None
         if reader.done() and not reader.cancelled():
@@ -548,7 +468,7 @@ class RpcClient:
         return _Ending(conn.ended or "the connection ended", held, dropped=conn.dropped)
 
     async def _drop(
-        self, conn: _Connection, reader: asyncio.Task[None], watchdog: asyncio.Task[None]
+        self, conn: RpcConnection, reader: asyncio.Task[None], watchdog: asyncio.Task[None]
     ) -> None:
         if self._conn is conn:
             self._conn = None
@@ -566,138 +486,19 @@ class RpcClient:
             with contextlib.suppress(Exception):
                 await conn.ws.close()  # bounded by close_timeout
         conn.ws.transport.abort()
-        self._fail_open(conn)
+        conn.fail_open()
         self._signal()
 
-    def _end(self, conn: _Connection, reason: str, dropped: str | None) -> None:
-        """The connection is over (``dropped``: a DROP_REASONS entry when the client
-        ends it): no new call goes to it, the calls it carries fail at once, and the
-        socket closes, which ends its reader and wakes the supervisor."""
-        if conn.ended is not None:
-            return
-        conn.ended = reason
-        conn.dropped = dropped
+    def _on_end(self, conn: RpcConnection) -> None:
+        """A connection ended: if it is the current one, the client is not ready."""
         if self._conn is conn:
             self._ready.clear()
             self._signal()
-        if dropped is not None:
-            self._tell("dropped", conn.url, dropped)
-        conn.ws.transport.abort()
-        self._fail_open(conn)
+        if conn.dropped is not None:
+            self._tell("dropped", conn.url, conn.dropped)
 
-    def _fail_open(self, conn: _Connection) -> None:
-        """Fail every call and subscription the connection carries."""
-        reason = conn.ended or "the connection ended"
-        conn.framing.fail_all()
-        if conn.pending:
-            error = ConnectionLost(f"{self.chain}: {reason} ({conn.shown})")
-            for fut in conn.pending.values():
-                if not fut.done():
-                    fut.set_exception(error)
-            conn.pending.clear()
-        for sub in [*conn.subscriptions.values(), *conn.subscribing.values()]:
-            sub.end(f"{reason} ({conn.shown})")
-        conn.subscriptions.clear()
-        conn.subscribing.clear()
-
-    async def _watch(self, conn: _Connection) -> None:
-        """Drop the connection when a message, or our writes, make no progress."""
-        limit = self.settings.message_timeout
-        try:
-            while conn.ended is None:
-                await asyncio.sleep(max(0.01, min(1.0, limit / 4)))
-                why = conn.ws.stalled(limit)
-                if why is not None:
-                    self._end(conn, why, "stalled")
-        except Exception as exc:  # unwatched, the connection could hang: end it
-            log.exception("%s: the watchdog of %s failed", self.chain, conn.shown)
-            self._end(conn, f"internal error ({type(exc).__name__})", "internal")
-
-    # -- reading ---------------------------------------------------------------------------
-
-    async def _read(self, conn: _Connection) -> None:
-        """Hand what the node sends to the calls and subscriptions waiting for it, until
-        the connection ends; then fail what is still open, at once."""
-        try:
-            while True:
-                message = await conn.ws.recv()
-                conn.silent_timeouts = 0
-                conn.received += 1
-                for event in conn.framing.receive(message):
-                    # Answers inline: a backfill reads hundreds of thousands of them.
-                    if type(event) is BatchResponse:
-                        fut = conn.pending.pop(event.id, None)
-                        if fut is not None and not fut.done():
-                            fut.set_result(event.results)
-                    elif type(event) is Response:
-                        self._resolve(conn, event)
-                    else:
-                        self._dispatch(conn, event)
-        except ConnectionClosed as exc:
-            self._end(conn, _closed(exc), None)
-        except ProtocolError as exc:
-            self._end(conn, str(exc), "protocol error")
-        except Exception as exc:
-            self._end(conn, f"internal error ({type(exc).__name__})", "internal")
-            raise
-        finally:
-            self._fail_open(conn)
-
-    def _dispatch(self, conn: _Connection, event: Event) -> None:
-        if type(event) is Notification:
-            self._route(conn, event)
-        else:
-            assert type(event) is ErrorWithoutId
-            # The node could not read one of our requests (not which): that one times out.
-            log.warning(
-                "%s: %s sent an error not tied to any request (%s); carrying on",
-                self.chain,
-                conn.shown,
-                event.error,
-            )
-
-    def _resolve(self, conn: _Connection, event: Response) -> None:
-        sub = conn.subscribing.pop(event.id, None)
-        fut = conn.pending.pop(event.id, None)
-        if sub is not None and event.error is None:
-            sub_id = event.result
-            if type(sub_id) is not str and type(sub_id) is not int:
-                sub.end("the node answered the subscription without an id")
-                if fut is not None and not fut.done():
-                    fut.set_exception(
-                        MalformedAnswer(
-                            f"{self.chain}: {conn.shown} answered a subscription with "
-                            f"{type(sub_id).__name__}, not an id"
-                        )
-                    )
-                return
-            sub.id = str(sub_id)
-            conn.subscriptions[sub.id] = sub
-            for item in conn.early.pop(sub.id, []):
-                self._deliver(conn, sub.id, sub, item)
-        if fut is None or fut.done():
-            return
-        if event.error is not None:
-            fut.set_exception(event.error)
-        else:
-            fut.set_result(event.result)
-
-    def _route(self, conn: _Connection, event: Notification) -> None:
-        sub = conn.subscriptions.get(event.subscription)
-        if sub is None:
-            early = conn.early.setdefault(event.subscription, [])
-            early.append(event.result)
-            del early[:-_EARLY_KEPT]
-            if len(conn.early) > _EARLY_KEPT:
-                del conn.early[next(iter(conn.early))]
-            return
-        self._deliver(conn, event.subscription, sub, event.result)
-
-    def _deliver(self, conn: _Connection, sub_id: str, sub: Subscription, item: Any) -> None:
-        if not sub.deliver(item):
-            conn.subscriptions.pop(sub_id, None)
-            log.warning("%s: subscription %s ended: %s", self.chain, sub_id, sub._gap)
-            asyncio.get_running_loop().create_task(self._unsubscribe_quietly(sub))
+    def _on_subscription_ended(self, sub: Subscription) -> None:
+        asyncio.get_running_loop().create_task(self._unsubscribe_quietly(sub))
 
     async def _unsubscribe_quietly(self, sub: Subscription) -> None:
         if sub.id is not None:
@@ -711,7 +512,7 @@ class RpcClient:
 
     # -- calls -------------------------------------------------------------------------------
 
-    async def _connection(self) -> _Connection:
+    async def _connection(self) -> RpcConnection:
         """The current connection: during preflight, or once ready."""
         conn = self._conn
         usable = conn is not None and conn.ended is None
@@ -724,16 +525,10 @@ class RpcClient:
             raise ConnectionLost(f"{self.chain}: not connected")
         return conn
 
-    async def _pace(self) -> None:
-        if self._bucket is not None:
-            wait = self._bucket.delay(self._clock())
-            if wait > 0:
-                await asyncio.sleep(wait)
-
     async def call(self, method: str, *params: Any, timeout: float | None = None) -> Any:
         """One request; raises the node's :class:`RpcError`, or a transport error."""
-        sent = await self._post([(method, list(params))], timeout, None)
-        return (await self._collect(sent, errors_in_place=False))[0]
+        sent = await self._requests.post([(method, list(params))], timeout, None)
+        return (await self._requests.collect(sent, errors_in_place=False))[0]
 
     async def call_many(
         self,
@@ -750,160 +545,17 @@ class RpcClient:
         raises, and the answers still awaited are abandoned.
         """
         size = batch_size or self.settings.batch_size
-        sent: list[_Sent] = []
-        try:
-            for at in range(0, len(calls), size):
-                sent.append(await self._post(calls[at : at + size], timeout, None))
-            results: list[Any] = []
-            for message in sent:
-                results += await self._collect(message, errors_in_place=True)
-            return results
-        except BaseException:
-            for message in sent:
-                if not message.fut.done():
-                    self._abandon(message.conn, message.key)
-                elif not message.fut.cancelled():
-                    message.fut.exception()  # seen: no "exception was never retrieved"
-            raise
-
-    def _settled(self, expiry: asyncio.TimerHandle) -> Callable[[asyncio.Future[Any]], None]:
-        """A message's done callback: stop its deadline and free its slot."""
-
-        def settled(_: asyncio.Future[Any]) -> None:
-            expiry.cancel()
-            self._inflight.release()
-
-        return settled
+        return await self._requests.many(calls, timeout, size)
 
     async def subscribe(self, method: str, unsubscribe: str, *params: Any) -> Subscription:
         sub = Subscription(
             self, unsubscribe, self.settings.subscription_queue, self.settings.stall_timeout
         )
-        sent = await self._post([(method, list(params))], None, sub)
-        await self._collect(sent, errors_in_place=False)
+        sent = await self._requests.post([(method, list(params))], None, sub)
+        await self._requests.collect(sent, errors_in_place=False)
         return sub
-
-    async def _post(
-        self,
-        calls: Sequence[tuple[str, list[Any]]],
-        timeout: float | None,
-        subscription: Subscription | None,
-    ) -> _Sent:
-        """Send ``calls`` as one message (a single request, or a batch) once a slot under
-        the in-flight cap is free; the slot is freed when the message's one future is
-        done (answered, failed, timed out or abandoned)."""
-        timeout = self.settings.request_timeout if timeout is None else timeout
-        await self._inflight.acquire()
-        try:
-            conn = await self._connection()
-            await self._pace()
-        except BaseException:
-            self._inflight.release()
-            raise
-        framing = conn.framing
-        if len(calls) == 1:
-            key, payload = framing.request(*calls[0])
-            body = framing.encode(payload)
-        else:
-            key, payloads = framing.batch(calls)
-            body = framing.encode(payloads)
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
-        conn.pending[key] = fut
-        if subscription is not None:
-            conn.subscribing[key] = subscription
-        sent = _Sent(conn, key, fut, calls, timeout, self._clock())
-        # The deadline runs from here: waiting for a slot does not count against it.
-        fut.add_done_callback(self._settled(loop.call_later(timeout, _expire, fut)))
-        try:
-            await conn.ws.send(body, text=True)
-        except ConnectionClosed:
-            self._abandon(conn, key)
-            self._observe(calls, "connection lost", sent.started)
-            raise ConnectionLost(f"{self.chain}: connection to {conn.shown} closed") from None
-        except BaseException:
-            self._abandon(conn, key)
-            raise
-        return sent
-
-    async def _collect(self, sent: _Sent, errors_in_place: bool) -> list[Any]:
-        """The answers to one message, in the order of its calls."""
-        calls = sent.calls
-        try:
-            answer = await sent.fut
-        except RpcError as exc:  # the node's error for a single request
-            self._observe(calls, f"error {exc.code}", sent.started)
-            if not errors_in_place:
-                raise
-            return [exc]
-        except ConnectionLost:
-            self._observe(calls, "connection lost", sent.started)
-            raise
-        except _Expired:
-            conn = sent.conn
-            self._abandon(conn, sent.key)
-            self._observe(calls, "timeout", sent.started)
-            conn.silent_timeouts += 1  # the reader resets it with every message
-            if conn.silent_timeouts >= self.settings.timeouts_to_drop:
-                self._end(
-                    conn,
-                    f"{conn.silent_timeouts} requests in a row got no answer, and nothing "
-                    "arrived meanwhile",
-                    "timeouts",
-                )
-            raise RpcTimeout(
-                f"{self.chain}: {calls[0][0]} got no answer from {conn.shown} "
-                f"within {sent.timeout:g} s"
-            ) from None
-        except asyncio.CancelledError:
-            self._abandon(sent.conn, sent.key)
-            raise
-        if len(calls) == 1:
-            self._observe(calls, "ok", sent.started)
-            return [answer]
-        results: list[Any] = answer
-        if self._observed:
-            elapsed = self._clock() - sent.started
-            for (method, _), result in zip(calls, results, strict=True):
-                outcome = f"error {result.code}" if isinstance(result, RpcError) else "ok"
-                self._observer.request_done(method, outcome, elapsed)
-        if not errors_in_place:
-            for result in results:
-                if isinstance(result, RpcError):
-                    raise result
-        return results
-
-    def _observe(
-        self, calls: Sequence[tuple[str, list[Any]]], outcome: str, started: float
-    ) -> None:
-        if self._observed:
-            elapsed = self._clock() - started
-            for method, _ in calls:
-                self._observer.request_done(method, outcome, elapsed)
-
-    @staticmethod
-    def _abandon(conn: _Connection, key: int) -> None:
-        conn.framing.abandon(key)
-        fut = conn.pending.pop(key, None)
-        if fut is not None and not fut.done():
-            fut.cancel()
-        elif fut is not None and not fut.cancelled():
-            # Failed meanwhile (the connection ended during the send): the caller raises
-            # an error of its own, so mark this one seen, or asyncio logs it as lost.
-            fut.exception()
-        conn.subscribing.pop(key, None)
 
 
 def _at(shown: str, detail: str) -> str:
     """``detail`` with the endpoint in front, unless it names the endpoint already."""
     return detail if shown in detail else f"{shown}: {detail}"
-
-
-def _closed(exc: ConnectionClosed) -> str:
-    """Why a connection closed, in words (the node's own reason kept short)."""
-    if exc.rcvd is not None:
-        reason = f": {exc.rcvd.reason!r:.100}" if exc.rcvd.reason else ""
-        return f"the node closed the connection (code {exc.rcvd.code}{reason})"
-    if exc.sent is not None:  # closed from this side: keepalive, a message too big, ...
-        return f"{exc.sent.reason or 'closed'} (code {exc.sent.code})"
-    return "connection lost"

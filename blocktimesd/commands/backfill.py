@@ -8,41 +8,30 @@ interrupted (what was done is flushed to the dataset first, and a re-run resumes
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import dataclasses
-import gc
-import logging
 import os
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from blocktimesd.aio.chain import ChainKind, ChainReader
-from blocktimesd.aio.preflight import Preflight
-from blocktimesd.aio.rpc import RpcClient, RpcSettings
 from blocktimesd.argtypes import non_negative, positive
-from blocktimesd.backfill import (
-    Backfill,
-    BackfillSettings,
-    ChainResult,
-    ConsensusMap,
-    best_number,
-    retrying,
-)
-from blocktimesd.config import ChainConfig, Config, command_line_chain, load_config
-from blocktimesd.core.ranges import Span, describe
-from blocktimesd.dataset.writer import ParquetWriter, WriterSettings
-from blocktimesd.errors import BlocktimesError, ConfigError, RetryPolicy
-from blocktimesd.progress import ProgressSink, progress_for
+from blocktimesd.config.load import command_line_chain, load_config
+from blocktimesd.config.model import ChainConfig, Config
+from blocktimesd.core.chains import ChainKind
+from blocktimesd.core.ranges import describe
+from blocktimesd.errors import ConfigError
+
+if TYPE_CHECKING:
+    from blocktimesd.backfill.engine import ChainResult
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_MAX_INFLIGHT",
+    "Ends",
+    "Job",
     "add_backfill_parser",
     "backfill_args_from_range",
     "rewrite_backfill_range",
@@ -50,18 +39,13 @@ __all__ = [
     "summary",
 ]
 
-log = logging.getLogger(__name__)
-
 # Measured with bench/backfill_vs_reference.py against the simulator (which, like a
 # Substrate node, runs at most 64 messages per connection at once and the calls of a
 # batch one after another): see the figures there.
 DEFAULT_MAX_INFLIGHT = 64
 DEFAULT_BATCH_SIZE = 256
 DEFAULT_WINDOW = 4096
-MAX_ROWS_PER_FILE = 50_000  # rows held in memory per chain until their file is written
-CONNECT_WAIT_S = 60.0
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-_GC_GEN0 = 50_000  # allocations between young collections during a backfill
 
 _DESCRIPTION = """\
 Fetch the rows of a past range of blocks and write them to the dataset, as the daemon
@@ -90,6 +74,8 @@ def add_backfill_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> Non
 
 
 def add_backfill_arguments(p: argparse.ArgumentParser) -> None:
+    from blocktimesd.backfill.engine import BackfillSettings  # its window count, for the help
+
     p.add_argument(
         "--chain",
         default="all",
@@ -97,7 +83,7 @@ def add_backfill_arguments(p: argparse.ArgumentParser) -> None:
         help="a configured chain (consensus, auto-evm, ...), or all (default: all)",
     )
     # Which blocks: --start with --end or --count, or --backfill-range; checked in
-    # _Ends, so that a message names the flags the user typed.
+    # Ends, so that a message names the flags the user typed.
     p.add_argument("--start", metavar="N|DATETIME", help="first block (or --backfill-range)")
     p.add_argument("--end", metavar="M|DATETIME", help="last block, inclusive (or --count)")
     p.add_argument("--count", type=positive(int), metavar="C", help="number of blocks from --start")
@@ -264,7 +250,7 @@ def rewrite_backfill_range(argv: Sequence[str]) -> list[str] | None:
 
 
 @dataclass(frozen=True, slots=True)
-class _Ends:
+class Ends:
     """The blocks asked for, as given, and how messages name each end: in the flags the
     user typed (``--start 5``, or ``the start 5 of --backfill-range 5:9``)."""
 
@@ -275,7 +261,7 @@ class _Ends:
     end_words: str
 
 
-def ends_of(args: argparse.Namespace) -> _Ends:
+def ends_of(args: argparse.Namespace) -> Ends:
     """The ends asked for; :class:`ConfigError` when they are missing, given twice, or
     the end lies before the start (as far as that is known without a node)."""
     text = args.backfill_range
@@ -285,7 +271,7 @@ def ends_of(args: argparse.Namespace) -> _Ends:
                 f"--backfill-range {text} gives both ends: leave out --start, --end and --count"
             )
         start, end = split_range(text)
-        return _Ends(start, end, None, f"the start {start} of --backfill-range {text}",
+        return Ends(start, end, None, f"the start {start} of --backfill-range {text}",
                      f"the end {end}")  # fmt: skip
     if args.start is None:
         raise ConfigError(
@@ -305,7 +291,7 @@ def ends_of(args: argparse.Namespace) -> _Ends:
             )
     else:
         parse_point(args.start, "--start")
-    return _Ends(args.start, args.end, args.count, f"--start {args.start}",
+    return Ends(args.start, args.end, args.count, f"--start {args.start}",
                  f"--end {args.end}")  # fmt: skip
 
 
@@ -313,12 +299,12 @@ def ends_of(args: argparse.Namespace) -> _Ends:
 
 
 @dataclass(frozen=True, slots=True)
-class _Job:
+class Job:
     chain: ChainConfig
     consensus: ChainConfig | None  # where an auto-evm chain's consensus blocks are numbered
 
 
-def _jobs(args: argparse.Namespace, config: Config) -> list[_Job]:
+def _jobs(args: argparse.Namespace, config: Config) -> list[Job]:
     if args.rpc is not None:
         if args.chain == "all":
             raise ConfigError("--rpc: name the ad-hoc chain with --chain NAME")
@@ -342,14 +328,14 @@ def _jobs(args: argparse.Namespace, config: Config) -> list[_Job]:
             )
             if args.k is not None:
                 consensus = dataclasses.replace(consensus, k=args.k)
-        return [_Job(chain, consensus)]
+        return [Job(chain, consensus)]
     if args.kind is not None or args.consensus_rpc is not None:
         raise ConfigError("--kind and --consensus-rpc describe an ad-hoc chain: add --rpc URL")
     chains = list(config.chains)
     if args.chain != "all":
-        chains = [c for c in chains if c.name == args.chain]
+        chains = [c for c in chains if c.chain == args.chain]
         if not chains:
-            names = ", ".join(c.name for c in config.chains)
+            names = ", ".join(c.chain for c in config.chains)
             raise ConfigError(
                 f"--chain: {args.chain!r} is not a configured chain (configured: {names}); "
                 "use one of them, all, or give --rpc URL and --kind for an ad-hoc chain"
@@ -360,114 +346,7 @@ def _jobs(args: argparse.Namespace, config: Config) -> list[_Job]:
         consensus = consensus and dataclasses.replace(consensus, k=args.k)
     # Consensus first: its rows are the ones the domain's rows refer to.
     chains.sort(key=lambda c: c.kind is not ChainKind.CONSENSUS)
-    return [_Job(c, consensus if c.kind is ChainKind.AUTO_EVM else None) for c in chains]
-
-
-# -- running -------------------------------------------------------------------------------------
-
-
-class _Run:
-    def __init__(self, args: argparse.Namespace, config: Config, ends: _Ends) -> None:
-        self.args = args
-        self.config = config
-        self.ends = ends
-        self.engine: Backfill | None = None  # the chain being backfilled
-        self.data_dir = Path(args.data) if args.data else config.data_dir
-        self.clients: list[RpcClient] = []
-        self.retry = RetryPolicy()
-
-    def settings(self, chain: ChainConfig) -> RpcSettings:
-        return RpcSettings(
-            endpoints=chain.endpoints,
-            max_inflight=self.args.max_inflight,
-            batch_size=self.args.batch_size,
-            request_timeout=self.config.request_timeout_s,
-            requests_per_second=self.config.requests_per_second,
-        )
-
-    async def connect(self, chain: ChainConfig) -> tuple[RpcClient, Preflight]:
-        preflight = Preflight(chain.expectations(), chain.name)
-        client = RpcClient(self.settings(chain), chain.name, on_connect=preflight)
-        self.clients.append(client)
-        await client.start(wait=CONNECT_WAIT_S)
-        return client, preflight
-
-    async def span(self, engine: Backfill, label: str, tip: int) -> Span | None:
-        """The blocks asked for (None: none lies between two date-times)."""
-        ends = self.ends
-        start = parse_point(ends.start, "--start")
-        first = start.block
-        if first is None:
-            assert start.time_ms is not None
-            first = await engine.block_at(start.time_ms, tip, end=False)
-            log.info("%s: %s is block %d", label, ends.start_words, first)
-        if ends.end is None:
-            assert ends.count is not None
-            return Span(first, first + ends.count - 1)
-        end = parse_point(ends.end, "--end")
-        last = end.block
-        if last is None:
-            assert end.time_ms is not None
-            last = await engine.block_at(end.time_ms, tip, end=True)
-            log.info("%s: %s is block %d", label, ends.end_words, last)
-        if last < first:  # a date-time was involved: numbers alone were checked before
-            log.warning(
-                "%s: no block lies from %s (block %d) to %s (block %d)",
-                label, ends.start_words, first, ends.end_words, last,
-            )  # fmt: skip
-            return None
-        return Span(first, last)
-
-    async def chain(self, job: _Job, writer: ParquetWriter) -> ChainResult:
-        chain = job.chain
-        client, preflight = await self.connect(chain)
-        assert preflight.info is not None
-        reader = ChainReader(client, chain.kind, chain.name, chain.domain_ids or (0,))
-        settings = BackfillSettings(
-            window=self.args.window,
-            query_storage=None if self.args.storage == "auto" else self.args.storage == "range",
-        )
-        consensus = None
-        if job.consensus is not None:
-            consensus_client, _ = await self.connect(job.consensus)
-            best = await retrying(
-                lambda: best_number(consensus_client),
-                "asking for the best block",
-                consensus_client,
-                job.consensus.name,
-                self.retry,
-                settings.attempts,
-            )
-            consensus = ConsensusMap(consensus_client, best - job.consensus.k)
-        engine = Backfill(
-            reader,
-            chain.name,
-            chain.k,
-            writer,
-            self.data_dir,
-            settings=settings,
-            unsafe_allowed=preflight.info.unsafe_allowed,
-            consensus=consensus,
-            progress=_progress,
-            retry=self.retry,
-        )
-        self.engine = engine
-        if self.args.storage == "range" and not preflight.info.unsafe_allowed:
-            log.warning(
-                "%s: the node denies state_queryStorage; reading storage per block", chain.name
-            )
-        span = await self.span(engine, chain.name, await engine.tip())
-        if span is None:
-            return ChainResult(chain.name, None)
-        return await engine.run(span)
-
-    async def close(self) -> None:
-        for client in self.clients:
-            await client.close()
-
-
-def _progress(label: str, total: int) -> ProgressSink:
-    return progress_for(label, total, sys.stderr)
+    return [Job(c, consensus if c.kind is ChainKind.AUTO_EVM else None) for c in chains]
 
 
 async def run_backfill(args: argparse.Namespace) -> int:
@@ -480,71 +359,11 @@ async def run_backfill(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"blocktimesd backfill: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    with _gc_for_bulk():
-        return await _run_backfill(_Run(args, config, ends), jobs)
+    # Imported here: the clients, the writer and the engine load websockets and pyarrow,
+    # which neither the help nor a usage error needs.
+    from blocktimesd.commands.backfill_app import run_jobs
 
-
-@contextlib.contextmanager
-def _gc_for_bulk() -> Iterator[None]:
-    """Tune the cyclic garbage collector for the run.
-
-    A backfill allocates millions of short-lived, acyclic objects (parsed JSON, rows),
-    freed by reference counting; with the default gen-0 threshold (700 allocations) the
-    collector would walk the windows held in memory over and over, about a tenth of the
-    CPU time.  Objects from start-up are frozen out of its walks and gen 0 is larger.
-    """
-    before = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(_GC_GEN0, *before[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
-        gc.unfreeze()
-
-
-async def _run_backfill(run: _Run, jobs: list[_Job]) -> int:
-    config = run.config
-    writer = ParquetWriter(
-        run.data_dir,
-        WriterSettings(
-            max_rows=min(config.max_rows_per_file, MAX_ROWS_PER_FILE),
-            max_minutes=config.max_file_minutes,
-            queue_size=4,  # windows of rows; a full queue makes the backfill wait
-        ),
-    )
-    results: list[ChainResult] = []
-    code = EXIT_OK
-    try:
-        await writer.start()
-        for job in jobs:
-            results.append(await run.chain(job, writer))
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None:
-            task.uncancel()
-        print("blocktimesd backfill: interrupted; writing what is done", file=sys.stderr)
-        code = EXIT_INTERRUPTED
-        if run.engine is not None and (not results or results[-1].chain != run.engine.chain):
-            results.append(run.engine.result())  # the chain cut short
-    except ConfigError as exc:
-        print(f"blocktimesd backfill: {exc}", file=sys.stderr)
-        code = EXIT_USAGE
-    except BlocktimesError as exc:
-        print(f"blocktimesd backfill: {exc}", file=sys.stderr)
-        code = EXIT_FAILURE
-    finally:
-        try:
-            await writer.close()
-        except BlocktimesError as exc:
-            print(f"blocktimesd backfill: {exc}", file=sys.stderr)
-            code = code or EXIT_FAILURE
-        await run.close()
-    for result in results:
-        print(summary(result), file=sys.stderr)
-        if result.failed:
-            code = code or EXIT_FAILURE
-    return code
+    return await run_jobs(args, config, ends, jobs)
 
 
 def _many(count: int, noun: str) -> str:

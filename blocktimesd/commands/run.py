@@ -16,7 +16,7 @@ from blocktimesd.errors import ConfigError
 
 if TYPE_CHECKING:  # imported when the daemon runs: `blocktimesd --help` stays fast
     from blocktimesd.aio.app import App
-    from blocktimesd.config import Config
+    from blocktimesd.config.model import Config
 
 __all__ = ["DEVNET_SPEED", "add_run_arguments", "add_run_parser", "run_daemon"]
 
@@ -41,7 +41,7 @@ def add_run_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         description="Follow every configured chain, write confirmed rows to Parquet, and "
         "serve Prometheus metrics. Settings: --config FILE, then environment variables "
         "(CONSENSUS_RPC_WS, AUTO_EVM_RPC_WS, K_CONSENSUS, K_AUTO_EVM, DATA_DIR, METRICS_ADDR, "
-        "MAX_ROWS_PER_FILE, MAX_FILE_MINUTES, MAX_INFLIGHT_HEADERS), then these flags; "
+        "MAX_ROWS_PER_FILE, MAX_FILE_MINUTES, MAX_INFLIGHT_REQUESTS), then these flags; "
         "see docs/runbook/config.md. Rows are written once a block is K deep, and are on "
         "disk within about a minute of that.",
     )
@@ -52,8 +52,8 @@ RUN_HELP = "follow the consensus chain and the Auto-EVM domain (the default comm
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    from blocktimesd.aio.chain import ChainKind
-    from blocktimesd.config import MAINNET
+    from blocktimesd.config.model import MAINNET
+    from blocktimesd.core.chains import ChainKind
 
     consensus = MAINNET[ChainKind.CONSENSUS].endpoint
     auto_evm = MAINNET[ChainKind.AUTO_EVM].endpoint
@@ -112,7 +112,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
 
 
 def _load(args: argparse.Namespace) -> Config:
-    from blocktimesd.config import load_config
+    from blocktimesd.config.load import load_config
 
     try:
         return load_config(args.config, os.environ, _overrides(args))
@@ -143,7 +143,7 @@ def on_devnet(config: Config, consensus: str, domain: str, genesis: str) -> Conf
     """The same configuration, pointed at the simulated network, writing to a dataset of
     its own: ``DATA_DIR/devnet/<genesis>/``, so that simulated rows never mix with (or
     block) a real chain's, and every simulated chain has its own."""
-    from blocktimesd.aio.chain import ChainKind
+    from blocktimesd.core.chains import ChainKind
 
     urls = {ChainKind.CONSENSUS: consensus, ChainKind.AUTO_EVM: domain}
     chains = tuple(
@@ -189,7 +189,7 @@ async def run_daemon(args: argparse.Namespace) -> int:
             raise
         # Connecting is not following: that is said once each chain really follows.
         sys.stdout.write(
-            f"blocktimesd is connecting to {', '.join(c.name for c in config.chains)}\n"
+            f"blocktimesd is connecting to {', '.join(c.chain for c in config.chains)}\n"
             f"  metrics  {app.metrics_url}\n  dataset  {config.data_dir.resolve()}\n"
         )
         sys.stdout.flush()
@@ -207,8 +207,8 @@ async def run_daemon(args: argparse.Namespace) -> int:
 
 async def announce(app: App, poll_s: float = 0.2) -> None:
     """Say on stdout when each chain first follows, and when every chain does."""
-    waiting = [chain.name for chain in app.config.chains]
-    ks = {chain.name: chain.k for chain in app.config.chains}
+    waiting = [chain.chain for chain in app.config.chains]
+    ks = {chain.chain: chain.k for chain in app.config.chains}
     while waiting:
         await asyncio.sleep(poll_s)
         for name in list(waiting):
@@ -221,6 +221,6 @@ async def announce(app: App, poll_s: float = 0.2) -> None:
                 "about a minute\n"
             )
         if not waiting:
-            names = ", ".join(chain.name for chain in app.config.chains)
+            names = ", ".join(chain.chain for chain in app.config.chains)
             sys.stdout.write(f"blocktimesd is following {names}\n")
         sys.stdout.flush()

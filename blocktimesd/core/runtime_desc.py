@@ -235,9 +235,6 @@ class RuntimeDesc:
     def encode_call(self, pallet: str, call: str, args: Any = None) -> bytes:
         return self.call_codec.encode((pallet, (call, args)))
 
-    def encode_event(self, pallet: str, event: str, args: Any = None) -> bytes:
-        return self.event_codec.encode((pallet, (event, args)))
-
     def storage(self, pallet: str, item: str) -> StorageDesc:
         for entry in self.pallet(pallet).storage:
             if entry.name == item:

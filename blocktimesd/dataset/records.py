@@ -28,7 +28,17 @@ import enum
 from dataclasses import dataclass
 from typing import NamedTuple
 
-__all__ = ["COLUMNS", "ReorgRecord", "Row", "Unmapped", "Unresolved", "delta_ms", "form_row"]
+__all__ = [
+    "COLUMNS",
+    "ReorgRecord",
+    "Row",
+    "Unmapped",
+    "Unresolved",
+    "delta_ms",
+    "form_row",
+    "unmapped_after_lookup",
+    "unmapped_before_lookup",
+]
 
 
 class Row(NamedTuple):
@@ -103,6 +113,32 @@ class Unmapped(enum.StrEnum):
     NO_CONSENSUS_CHAIN = "no consensus chain configured"
     UNKNOWN = "the consensus node does not know the block"
     ORPHANED = "the consensus block was orphaned"
+
+
+def unmapped_before_lookup(consensus_hash: object, has_consensus_chain: bool) -> Unmapped | None:
+    """Why a domain block cannot be mapped before any consensus node is asked, or None
+    when its consensus block is to be looked up: its header names no consensus block
+    (``consensus_hash`` is None: :attr:`Unmapped.NO_DIGEST`), or there is no consensus
+    chain to ask (:attr:`Unmapped.NO_CONSENSUS_CHAIN`).  Checked in this order by the
+    follower and the backfill alike, so a row's reason does not depend on which wrote it."""
+    if consensus_hash is None:
+        return Unmapped.NO_DIGEST
+    if not has_consensus_chain:
+        return Unmapped.NO_CONSENSUS_CHAIN
+    return None
+
+
+def unmapped_after_lookup(header_known: bool, canonical: bool) -> Unmapped | None:
+    """Why a domain block's consensus block is not named once the consensus node was
+    asked for it, or None when it is: the node has no header for the hash
+    (:attr:`Unmapped.UNKNOWN`), or the block it names is not on the node's canonical
+    chain (:attr:`Unmapped.ORPHANED`).  Whether the block is deep enough to be asked
+    about is the caller's rule (the follower waits, the backfill stops)."""
+    if not header_known:
+        return Unmapped.UNKNOWN
+    if not canonical:
+        return Unmapped.ORPHANED
+    return None
 
 
 @dataclass(frozen=True, slots=True)

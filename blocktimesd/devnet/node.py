@@ -80,10 +80,14 @@ def _hash_param(value: Any) -> bytes:
 
 
 def _bytes_param(value: Any) -> bytes:
-    if not isinstance(value, str) or not value.startswith("0x"):
-        raise _invalid(f"invalid value {value!r}, expected a 0x-prefixed hex string")
+    """``sp_core::Bytes``: impl-serde reads hex with or without ``0x`` ("" is empty)."""
+    if not isinstance(value, str):
+        raise _invalid(
+            f"invalid type: {type(value).__name__}, expected a (both 0x-prefixed or not) hex string"
+        )
+    text = value[2:] if value.startswith("0x") else value
     try:
-        return bytes.fromhex(value[2:])
+        return bytes.fromhex(text)
     except ValueError:
         raise _invalid(f"invalid hex string {value!r}") from None
 

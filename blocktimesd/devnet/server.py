@@ -92,7 +92,6 @@ class ChainServer:
         self.dropped_subscriptions = 0
         # Faults this server injected, by kind (devnet_info reports them).
         self.injected: Counter[str] = Counter()
-        self.refused_connections = 0  # upgrades refused over RpcLimits.max_connections
         self._last_version: int | None = None
         self._last_finalized: Block | None = None
 
@@ -127,7 +126,6 @@ class ChainServer:
         """Refuse an upgrade over the connection limit, with jsonrpsee's answer."""
         if len(self._connections) < self.limits.max_connections:
             return None
-        self.refused_connections += 1
         log.info("devnet: %s refuses a connection over the limit", self.node.chain)
         return ws.respond(HTTPStatus.TOO_MANY_REQUESTS, TOO_MANY_CONNECTIONS)
 

@@ -11,7 +11,6 @@ import pytest
 
 from blocktimesd.aio.chain import (
     IN_PLACE_ATTEMPTS,
-    ChainKind,
     ChainReader,
     call_in_place,
     call_one_in_place,
@@ -19,6 +18,7 @@ from blocktimesd.aio.chain import (
 from blocktimesd.aio.preflight import NodeExpectations, Preflight
 from blocktimesd.aio.rpc import RpcClient, RpcSettings
 from blocktimesd.core import decode
+from blocktimesd.core.chains import ChainKind
 from blocktimesd.core.header import Header
 from blocktimesd.devnet.app import Devnet
 from blocktimesd.devnet.content import ConsensusFacts

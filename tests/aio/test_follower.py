@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 
-from blocktimesd.aio.chain import BlockFacts, ChainKind, verify_hash
-from blocktimesd.aio.follower import ConsensusIndex, Follower
+from blocktimesd.aio.chain import BlockFacts, verify_hash
+from blocktimesd.aio.consensus_index import ConsensusIndex
+from blocktimesd.aio.follower import Follower
 from blocktimesd.aio.subscription import QUIET
+from blocktimesd.core.chains import ChainKind
 from blocktimesd.core.forktree import BlockRef, Confirmed
 from blocktimesd.core.header import Header, hex_to_bytes, to_hex
 from blocktimesd.dataset.records import ReorgRecord, Row
@@ -183,10 +185,10 @@ class FakeReader:
     """What the follower uses of a ChainReader, over the test's chain."""
 
     def __init__(self, chain: Chain, faults: Faults, kind: ChainKind = ChainKind.GENERIC):
-        self.chain = chain
+        self.fake_chain = chain
         self.faults = faults
         self.kind = kind
-        self.label = kind.value
+        self.chain = kind.value
         self.client = FakeClient(chain, faults)
         self.lie_about = self.client.lie_about
 
@@ -204,12 +206,12 @@ class FakeReader:
         if obj is None:
             return None
         header = Header.from_json(obj)
-        verify_hash(header, block_hash, self.label)
+        verify_hash(header, block_hash, self.chain)
         return header
 
     async def facts(self, header: Header) -> BlockFacts:
         self.faults.maybe()
-        block = self.chain.blocks[header.hash()]
+        block = self.fake_chain.blocks[header.hash()]
         return BlockFacts(
             number=header.number,
             hash=header.hash(),
@@ -282,7 +284,7 @@ def follower_for(
 ) -> Follower:
     return Follower(
         reader,  # type: ignore[arg-type]
-        reader.label,
+        reader.chain,
         k,
         sink,
         metrics,
@@ -321,7 +323,7 @@ async def drive(follower: Follower, reader: FakeReader, steps: list[Any]) -> asy
 
 async def stop_at_the_tip(follower: Follower, task: asyncio.Task[None]) -> None:
     """Wait until the follower confirmed up to the best block's depth, then stop it."""
-    chain: Chain = follower.reader.chain  # type: ignore[attr-defined]
+    chain: Chain = follower.reader.fake_chain  # type: ignore[attr-defined]
     target = chain.best.header.number - follower.k
     for _ in range(400):
         await asyncio.sleep(0.005)
@@ -338,8 +340,8 @@ async def settle(follower: Follower, reader: FakeReader, task: asyncio.Task[None
     """Faults off, the best head announced again, then wait until the follower is idle."""
     reader.faults.error_rate = 0.0
     reader.lie_about.clear()
-    reader.client.heads.put_nowait(reader.chain.best.header.to_json())
-    target = reader.chain.best.header.number - follower.k
+    reader.client.heads.put_nowait(reader.fake_chain.best.header.to_json())
+    target = reader.fake_chain.best.header.number - follower.k
     for _ in range(400):  # until the follower confirmed up to the best block's depth
         await asyncio.sleep(0.005)
         confirmed = follower.tree.confirmed

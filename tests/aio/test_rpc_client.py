@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from blocktimesd.aio.preflight import NodeExpectations, Preflight, check_history
-from blocktimesd.aio.rpc import RpcClient, RpcSettings, Subscription, _Slots
+from blocktimesd.aio.rpc import RpcClient, RpcSettings, Subscription
+from blocktimesd.aio.rpc_calls import Slots
 from blocktimesd.devnet.app import Devnet
 from blocktimesd.devnet.params import ChainParams, FaultParams
 from blocktimesd.errors import (
@@ -216,7 +217,7 @@ async def test_slots_cap_messages_first_come_first_served() -> None:
     # The cap on messages in flight: a freed slot goes to the oldest live waiter; a
     # waiter cancelled while queued is skipped, and one cancelled after being handed a
     # slot passes it on, so no slot is ever lost.
-    slots = _Slots(2)
+    slots = Slots(2)
     await slots.acquire()
     await slots.acquire()
     served: list[str] = []
@@ -276,18 +277,18 @@ async def test_a_call_failed_while_it_was_being_sent_is_not_reported_as_lost() -
     an exception nobody retrieved."""
     import gc
 
-    from blocktimesd.aio.rpc import _Connection
+    from blocktimesd.aio.rpc_connection import RpcConnection
     from blocktimesd.errors import ConnectionLost
 
     loop = asyncio.get_running_loop()
     unretrieved: list[dict[str, object]] = []
     loop.set_exception_handler(lambda _loop, context: unretrieved.append(context))
-    conn = _Connection(ws=None, url="ws://node", shown="ws://node")  # type: ignore[arg-type]
+    conn = RpcConnection(ws=None, url="ws://node", shown="ws://node")  # type: ignore[arg-type]
     key, _ = conn.framing.request("system_health", [])
     fut: asyncio.Future[object] = loop.create_future()
     conn.pending[key] = fut
     fut.set_exception(ConnectionLost("consensus: connection lost"))
-    RpcClient._abandon(conn, key)
+    conn.abandon(key)
     del fut
     gc.collect()
     await asyncio.sleep(0)

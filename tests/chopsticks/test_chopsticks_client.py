@@ -11,10 +11,11 @@ import itertools
 
 import pytest
 
-from blocktimesd.aio.chain import ChainKind, ChainReader
+from blocktimesd.aio.chain import ChainReader
 from blocktimesd.aio.preflight import NodeExpectations, Preflight
 from blocktimesd.aio.rpc import RpcClient, RpcSettings
 from blocktimesd.core import decode
+from blocktimesd.core.chains import ChainKind
 from blocktimesd.core.header import Header, hex_to_bytes
 
 pytestmark = pytest.mark.chopsticks

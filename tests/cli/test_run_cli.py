@@ -93,13 +93,51 @@ def test_every_readme_command_appears_in_help(
             assert word.split("=", 1)[0] in text, f"{word} is in no help"
 
 
-def test_version_imports_no_subcommand() -> None:
+# What the engines need, and the engines themselves.
+_ENGINES = (
+    "pyarrow",
+    "duckdb",
+    "websockets",
+    "aiohttp",
+    "blocktimesd.aio.app",
+    "blocktimesd.backfill",
+    "blocktimesd.analysis.queries",
+    "blocktimesd.analysis.report",
+    "blocktimesd.analysis.validation",
+    "blocktimesd.devnet.app",
+)
+# Neither those, nor the commands and their configuration.
+_HEAVY = (
+    "asyncio",
+    *_ENGINES,
+    "blocktimesd.config",
+    "blocktimesd.commands.run",
+    "blocktimesd.commands.backfill",
+    "blocktimesd.commands.report",
+    "blocktimesd.commands.validate",
+    "blocktimesd.commands.devnet",
+)
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["--help"]])
+def test_version_imports_no_subcommand(argv: list[str]) -> None:
     code = (
-        "import sys; from blocktimesd.cli import main; main(['--version'])\n"
-        "heavy = [m for m in ('asyncio', 'pyarrow', 'duckdb', 'aiohttp', 'websockets', "
-        "'blocktimesd.config', 'blocktimesd.commands.run', 'blocktimesd.report') "
-        "if m in sys.modules]\n"
-        "print(heavy)"
+        f"import sys; from blocktimesd.cli import main; main({argv!r})\n"
+        f"print([m for m in {_HEAVY!r} if m in sys.modules])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_a_command_module_imports_its_engine_only_to_run(command: str) -> None:
+    """Loading a command (to build its parser, or to rewrite --backfill-range) loads
+    neither its engine nor the libraries the engines need."""
+    code = (
+        f"import sys; import {COMMANDS[command].module}\n"
+        f"print([m for m in {_ENGINES!r} if m in sys.modules])"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True

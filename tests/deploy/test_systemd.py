@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from blocktimesd.config import Config, load_config
+from blocktimesd.config.load import load_config
+from blocktimesd.config.model import Config
 from tests.prometheus import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,9 +1,15 @@
-"""Fixtures: a running devnet in-process and a minimal raw JSON-RPC client."""
+"""Fixtures: a running devnet in-process, a minimal raw JSON-RPC client, and the
+Node.js packages of the cross-checks (tests/js)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import shutil
+import subprocess
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -12,6 +18,8 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from blocktimesd.devnet.app import Devnet
 from blocktimesd.devnet.params import ChainParams, FaultParams
+
+JS = Path(__file__).parents[1] / "js"
 
 
 class Raw:
@@ -87,3 +95,23 @@ async def domain(devnet: Devnet) -> AsyncIterator[Raw]:
     assert devnet.urls is not None
     async with connect(devnet.urls.domain, max_size=None) as ws:
         yield Raw(ws)
+
+
+@pytest.fixture(scope="session")
+def js_modules() -> Path:
+    """tests/js/node_modules with every package of tests/js/package.json (``npm ci``
+    once when one is missing).  Without Node.js the test is skipped, except in CI."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        if os.environ.get("CI"):
+            pytest.fail("Node.js and npm are required in CI for the JavaScript cross-checks")
+        pytest.skip("Node.js/npm not installed: the JavaScript cross-checks need them")
+    modules = JS / "node_modules"
+    wanted = json.loads((JS / "package.json").read_text())["dependencies"]
+    if not all((modules / name / "package.json").is_file() for name in wanted):
+        subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=JS,
+            check=True,
+            timeout=600,
+        )
+    return modules

@@ -10,8 +10,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError
 
+from blocktimesd.commands.devnet import add_devnet_parser, params_from_args
 from blocktimesd.devnet.app import Devnet
-from blocktimesd.devnet.cli import add_devnet_parser, params_from_args
 from blocktimesd.devnet.params import ChainParams, FaultParams
 
 from .conftest import Raw

@@ -2,17 +2,12 @@
 
 It connects to both nodes, decodes metadata, headers, blocks (all three extrinsic
 envelopes) and events, and reads ``Timestamp.Now`` with ``api.at(hash)``, across a
-runtime upgrade.  Node.js and npm are needed; ``npm ci`` runs once into
-``tests/js/node_modules``.  Without Node.js the test is skipped, except in CI.
+runtime upgrade.  Node.js and npm are needed (the ``js_modules`` fixture).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -24,25 +19,9 @@ from blocktimesd.devnet.content import ConsensusFacts, DomainFacts
 from blocktimesd.devnet.network import CONSENSUS, DOMAIN
 from blocktimesd.devnet.params import ChainParams
 
-JS = Path(__file__).parents[1] / "js"
+from .conftest import JS
+
 UPGRADE_AT = 30
-
-
-@pytest.fixture(scope="module")
-def node_modules() -> Path:
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        if os.environ.get("CI"):
-            pytest.fail("Node.js and npm are required in CI for the polkadot.js checks")
-        pytest.skip("Node.js/npm not installed: the polkadot.js cross-check needs them")
-    modules = JS / "node_modules"
-    if not (modules / "@polkadot" / "api").is_dir():
-        subprocess.run(
-            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=JS,
-            check=True,
-            timeout=600,
-        )
-    return modules
 
 
 async def run_pjs(url: str, kind: str, numbers: list[int]) -> dict[str, Any]:
@@ -107,7 +86,7 @@ def check_common(seen: dict[str, Any], block: Block) -> None:
     assert seen["extrinsics"][0]["args"] == str(block.timestamp_ms)
 
 
-@pytest.mark.usefixtures("node_modules")
+@pytest.mark.usefixtures("js_modules")
 async def test_polkadotjs_agrees_with_the_devnet() -> None:
     params = ChainParams(seed=21, history=45, upgrade_at=UPGRADE_AT, fork_rate=0.1)
     devnet = Devnet(params, speed=0.001)  # a nearly frozen clock: the chains stay put

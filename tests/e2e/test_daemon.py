@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from blocktimesd.aio.app import App
-from blocktimesd.config import Config
+from blocktimesd.config.model import Config
 from blocktimesd.dataset.writer import ParquetWriter
 from blocktimesd.devnet.app import Devnet
 from blocktimesd.devnet.content import ConsensusFacts

@@ -1,0 +1,491 @@
+"""The backfill engine: one chain's rows for a past range, into the daemon's own dataset.
+
+The range is clamped to ``tip - K`` (deeper blocks only, as the daemon confirms them).
+The block numbers already durable for the chain are read from the dataset
+(:func:`~blocktimesd.dataset.scan.durable_runs`) and skipped, so re-running a range,
+overlapping the daemon's rows or resuming an interrupted backfill never writes a row
+twice.  The rest is worked through a window at a time (memory stays bounded whatever
+the range), with the next windows fetched (:mod:`blocktimesd.backfill.fetch`) while one
+is turned into rows.  Blocks are counted for the progress as they arrive; an interrupt
+still writes the oldest window's blocks that arrived (as far as each is vouched for by
+its child).
+
+Nothing a node says is written unchecked: every block must be its successor's parent,
+the last block of a window included, and a window must continue the rows written
+before it.  An answer that fails a check is a node fault
+(:func:`blocktimesd.errors.classify`): the window is fetched again, a bounded number of
+times with the :class:`RetryPolicy`'s delays, and then listed as failed, naming the
+chain, the endpoint and the block.  What cannot be checked (storage values) is written
+as the chain says; a timestamp no later than its parent's is logged and counted.
+
+Rows are formed by :func:`~blocktimesd.dataset.records.form_row`, as the follower forms
+them; domain rows name their consensus block (:mod:`blocktimesd.backfill.mapping`), or
+get a null and a reconciliation record saying why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from blocktimesd.aio.chain import ChainReader
+from blocktimesd.backfill.fetch import Block, BlockFetcher, Landing, Reorged
+from blocktimesd.backfill.mapping import ConsensusMap, Mapped, map_source
+from blocktimesd.backfill.reads import (
+    best_number,
+    block_at_time,
+    choose_batch_size,
+    retrying,
+    shown,
+    timestamp_at,
+)
+from blocktimesd.core.chains import ChainKind, check_runtime
+from blocktimesd.core.header import hex_to_bytes, to_hex
+from blocktimesd.core.ranges import Span, merge, subtract, total, windows
+from blocktimesd.dataset.records import Row, Unresolved, form_row
+from blocktimesd.dataset.scan import durable_runs
+from blocktimesd.dataset.writer import Reconciliation
+from blocktimesd.errors import BlocktimesError, MalformedAnswer, Outcome, RetryPolicy
+from blocktimesd.progress import ProgressSink
+
+__all__ = ["Backfill", "BackfillSettings", "BackfillSink", "ChainResult"]
+
+log = logging.getLogger(__name__)
+
+_SALVAGE_S = 10.0  # an interrupted run's time to write the rows it fetched already
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillSettings:
+    window: int = 4096  # blocks turned into rows at a time
+    blocks_per_task: int = 256  # numbers per chain_getBlockHash list (and state_queryStorage)
+    lookahead: int = 3  # windows fetched at once, the oldest being written
+    # Fetches of a window before its blocks are reported as failed, and tries of each
+    # start-up question (the tip, a date-time's block, the runtime) before the run ends.
+    attempts: int = 3
+    query_storage: bool | None = None  # None: state_queryStorage when the node allows it
+
+    def __post_init__(self) -> None:
+        if min(self.window, self.blocks_per_task, self.lookahead, self.attempts) < 1:
+            raise ValueError("window, blocks_per_task, lookahead and attempts must be >= 1")
+
+
+class BackfillSink(Protocol):
+    """Where rows go: the Parquet writer."""
+
+    async def put(self, item: Any) -> None: ...
+
+    async def flush(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ChainResult:
+    chain: str
+    span: Span | None  # the range worked on, after clamping; None: nothing to do
+    written: int = 0
+    skipped: int = 0  # already durable
+    failed: tuple[Span, ...] = ()
+    unresolved: int = 0  # domain rows without a consensus block number
+    stopped_at: int | None = None  # domain: from here on the consensus source is not K deep
+    not_later: int = 0  # rows stamped no later than their parent (written as the chain says)
+    errors: tuple[str, ...] = ()  # why the failed blocks failed, one line per window
+
+
+@dataclass(slots=True)
+class _Tip:
+    """The last block turned into a row: the next window's parent."""
+
+    number: int
+    hash: str
+    timestamp_ms: int | None
+    child_spec: int  # the runtime its children run
+
+
+class Backfill:
+    """One chain's backfill over ``span``; :meth:`run` returns what it did."""
+
+    def __init__(
+        self,
+        reader: ChainReader,
+        chain: str,
+        k: int,
+        sink: BackfillSink,
+        data_dir: Path,
+        *,
+        settings: BackfillSettings | None = None,
+        unsafe_allowed: bool = False,
+        consensus: ConsensusMap | None = None,
+        progress: Callable[[str, int], ProgressSink] | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.reader = reader
+        self.client = reader.client
+        self.chain = chain
+        self.k = k
+        self.sink = sink
+        self.data_dir = data_dir
+        self.settings = settings or BackfillSettings()
+        wanted = self.settings.query_storage
+        self.query_storage = unsafe_allowed if wanted is None else wanted and unsafe_allowed
+        self.fetcher = BlockFetcher(
+            self.client,
+            chain,
+            blocks_per_task=self.settings.blocks_per_task,
+            query_storage=self.query_storage,
+        )
+        self.consensus = consensus
+        self._progress = progress
+        self._wall = wall_clock
+        self.retry = retry or RetryPolicy()
+        self._tip: _Tip | None = None
+        self._failed: list[Span] = []
+        self._errors: list[str] = []
+        self._written = 0
+        self._unresolved = 0
+        self._not_later = 0
+        self._stopped_at: int | None = None
+        self._span: Span | None = None
+        self._skipped = 0
+
+    async def _retrying(self, what: str, call: Callable[[], Awaitable[_T]]) -> _T:
+        return await retrying(
+            call, what, self.client, self.chain, self.retry, self.settings.attempts
+        )
+
+    async def tip(self) -> int:
+        """The number of the node's best block."""
+        return await self._retrying("asking for the best block", lambda: best_number(self.client))
+
+    async def block_at(self, timestamp_ms: int, tip: int, *, end: bool) -> int:
+        """:func:`block_at_time` on this chain's node."""
+        return await self._retrying(
+            "finding the block of a date-time",
+            lambda: block_at_time(self.client, timestamp_ms, tip, self.chain, end=end),
+        )
+
+    async def run(self, requested: Span) -> ChainResult:
+        tip = await self.tip()
+        last = min(requested.last, tip - self.k)
+        if last < requested.last:
+            log.warning(
+                "%s: the end is clamped from %d to %d (tip %d minus K %d): shallower blocks "
+                "are not confirmed yet", self.chain, requested.last, last, tip, self.k,
+            )  # fmt: skip
+        first = max(requested.first, 1)  # genesis has no timestamp and no row
+        if last < first:
+            log.warning("%s: nothing to backfill in %s below tip - K", self.chain, requested)
+            return ChainResult(self.chain, None)
+        span = self._span = Span(first, last)
+        present = await asyncio.to_thread(durable_runs, self.data_dir, self.chain, span)
+        missing = subtract(span, present)
+        skipped = self._skipped = span.count - total(missing)
+        log.info(
+            "%s: backfilling %d blocks of %s (%d already in the dataset), %s",
+            self.chain, total(missing), span, skipped,
+            "storage by state_queryStorage ranges" if self.query_storage else "storage per block",
+        )  # fmt: skip
+        if missing:
+            # Both start-up checks at once: on a distant node each round trip counts.
+            state = asyncio.ensure_future(
+                self._retrying(
+                    "reading the state before the range",
+                    lambda: self._check_state(missing[0].first - 1),
+                )
+            )
+            try:
+                runtime = await self._retrying("reading the runtime", self.reader.check_runtime)
+                await state
+            finally:
+                if not state.done():
+                    state.cancel()
+                elif not state.cancelled():
+                    state.exception()  # seen, whichever check failed first
+            keys = [to_hex(runtime.storage_key("Timestamp", "Now"))]
+            if self.reader.kind is ChainKind.CONSENSUS:
+                keys += [
+                    to_hex(runtime.storage_key("Domains", "SuccessfulBundles", domain))
+                    for domain in self.reader.domain_ids
+                ]
+            self.fetcher.keys = keys
+            self.fetcher.batch = await self._retrying(
+                "timing the node", lambda: choose_batch_size(self.client, self.chain)
+            )
+            progress = self._progress(self.chain, total(missing)) if self._progress else None
+            try:
+                await self._pipeline(missing, progress)
+            finally:
+                if progress is not None:  # however it ended: the rows written, truly
+                    progress.close(self._written)
+        return self.result()
+
+    def result(self) -> ChainResult:
+        """What the run did so far (all of it, once :meth:`run` returned)."""
+        return ChainResult(
+            self.chain,
+            self._span,
+            written=self._written,
+            skipped=self._skipped,
+            failed=tuple(merge(self._failed)),
+            unresolved=self._unresolved,
+            stopped_at=self._stopped_at,
+            not_later=self._not_later,
+            errors=tuple(self._errors),
+        )
+
+    async def _check_state(self, number: int) -> None:
+        """Fail early, and clearly, on a node that no longer has the range's state."""
+        await timestamp_at(self.client, max(number, 0), self.chain)
+
+    # -- the pipeline: fetch ahead, write in order ----------------------------------------------
+
+    async def _pipeline(self, missing: list[Span], progress: ProgressSink | None) -> None:
+        # Up to ``lookahead`` windows are being fetched (or wait, fetched) while the
+        # oldest is turned into rows: the requests in flight never drain between windows,
+        # and memory holds at most ``lookahead`` windows.
+        fetching: deque[tuple[Landing, asyncio.Task[list[Block]]]] = deque()
+        todo = windows(missing, self.settings.window)
+        report = progress.advance if progress is not None else None
+        try:
+            while True:
+                while len(fetching) < self.settings.lookahead:
+                    window = next(todo, None)
+                    if window is None:
+                        break
+                    landing = Landing(window, report)
+                    fetch = self.fetcher.fetch(window, landing)
+                    task = asyncio.create_task(fetch, name=f"fetch-{window}")
+                    fetching.append((landing, task))
+                if not fetching:
+                    return
+                landing, task = fetching.popleft()
+                fetched: list[Block] | BaseException
+                try:
+                    fetched = await task
+                except BlocktimesError as exc:
+                    fetched = exc
+                except asyncio.CancelledError:
+                    await _cancel(task for _, task in fetching)
+                    await self._salvage(landing)
+                    raise
+                if not await self._write_window(landing.window, fetched):
+                    return
+        finally:
+            await _cancel(task for _, task in fetching)
+
+    async def _salvage(self, landing: Landing) -> None:
+        """On an interrupt, the rows of the oldest window's blocks that arrived already, as
+        far as they are vouched for (each block by its child), checked as ever."""
+        blocks = landing.prefix()
+        window = landing.window
+        if len(blocks) < 3:  # a parent, a block and the block's child at least
+            return
+        part = Span(window.first, min(blocks[-2].number, window.last))
+        try:
+            async with asyncio.timeout(_SALVAGE_S):
+                await self._emit(part, blocks[: part.count + 2])
+        except (BlocktimesError, TimeoutError) as exc:
+            log.warning(
+                "%s: blocks %s, fetched before the interrupt, are not written: %s",
+                self.chain, part, exc,
+            )  # fmt: skip
+            return
+        log.info("%s: interrupted: blocks %s written from what had arrived", self.chain, part)
+
+    async def _write_window(self, window: Span, fetched: list[Block] | BaseException) -> bool:
+        """Turn one window into rows, fetching it again after a node fault or a transient
+        error (at most ``attempts`` fetches, with the retry policy's delays), then listing
+        it as failed; a fatal error ends the run.  False when the backfill must stop here
+        (domain blocks not yet confirmable)."""
+        attempts = self.settings.attempts
+        delays = self.retry.delays()
+        attempt = 1
+        while True:
+            try:
+                if isinstance(fetched, BaseException):
+                    raise fetched
+                return await self._emit(window, fetched)
+            except BlocktimesError as exc:
+                if self.retry.classify(exc) is Outcome.FATAL:
+                    raise
+                if attempt >= attempts:
+                    error = (
+                        f"blocks {window} failed after {attempts} attempts "
+                        f"({shown(self.client)}): {exc}"
+                    )
+                    log.error("%s: %s", self.chain, error)
+                    self._failed.append(window)
+                    self._errors.append(error)
+                    self._tip = None
+                    return True
+                attempt += 1
+                log.warning(
+                    "%s: blocks %s (%s): %s; fetching them again (attempt %d of %d)",
+                    self.chain, window, shown(self.client), exc, attempt, attempts,
+                )  # fmt: skip
+            await asyncio.sleep(next(delays))
+            try:
+                fetched = await self.fetcher.fetch(window)
+            except BlocktimesError as again:
+                fetched = again
+
+    # -- rows ---------------------------------------------------------------------------------
+
+    async def _emit(self, window: Span, fetched: list[Block]) -> bool:
+        """Write the rows of ``window``'s blocks (``fetched``: with the window's parent
+        and, if it exists, its last block's child).  False when a domain block's consensus
+        block is not K deep yet: the rows stop before it, and so must the run.
+
+        The loop is the backfill's hot path (once per block of the range): each row is
+        one call of :func:`form_row`, and the consensus blocks are looked up for the
+        whole window before it."""
+        parent, blocks = fetched[0], fetched[1 : window.count + 1]
+        self._check_links(parent, blocks, fetched[window.count + 1 :])
+        child_spec = await self._parent_spec(parent)
+        mapped = await self._resolve(blocks)
+        parent_ts = parent.timestamp_ms
+        parent_hash = parent.hash
+        now_ms = int(self._wall() * 1000)
+        kind = self.reader.kind
+        consensus, domain = kind is ChainKind.CONSENSUS, kind is ChainKind.AUTO_EVM
+        chain = self.chain
+        rows: list[Row] = []
+        unresolved: list[Unresolved] = []
+        not_later: list[tuple[int, str, int]] = []
+        complete = True
+        for number, block_hash, parent_hex, timestamp, facts, bundle_count in blocks:
+            if parent_hex != parent_hash:
+                raise Reorged(f"block {number} ({block_hash}) is not a child of {parent_hash}")
+            if timestamp is None:
+                raise MalformedAnswer(f"block {number} ({block_hash}): no Timestamp.Now")
+            if parent_ts is not None and timestamp <= parent_ts:
+                not_later.append((number, block_hash, timestamp - parent_ts))
+            spec = child_spec
+            if facts.runtime_updated:
+                runtime = await self.reader.runtime_at(hex_to_bytes(block_hash, "hash"))
+                check_runtime(runtime, kind, chain)
+                child_spec = runtime.spec_version
+            if consensus:
+                row = form_row(
+                    chain, number, block_hash, parent_hash, timestamp, parent_ts, now_ms, spec,
+                    segment_headers=facts.segment_commitments,
+                    bundle_count=bundle_count,
+                    slot=facts.slot,
+                )  # fmt: skip
+            elif domain:
+                source = facts.consensus_hash
+                found = map_source(source, self.consensus, mapped)
+                if found.pending:
+                    self._stop(number, found)
+                    complete = False
+                    break
+                if found.reason is not None:
+                    unresolved.append(
+                        Unresolved(chain, number, block_hash, source, found.reason, now_ms)
+                    )
+                    source = None
+                row = form_row(
+                    chain, number, block_hash, parent_hash, timestamp, parent_ts, now_ms, spec,
+                    consensus_block_hash=source,
+                    consensus_block_number=found.number,
+                )  # fmt: skip
+            else:
+                row = form_row(
+                    chain, number, block_hash, parent_hash, timestamp, parent_ts, now_ms, spec
+                )
+            rows.append(row)
+            parent_hash, parent_ts = block_hash, timestamp
+        await self._put(rows, unresolved, child_spec, not_later)
+        return complete
+
+    def _check_links(self, parent: Block, blocks: list[Block], child: list[Block]) -> None:
+        """The window's last block is its child's parent, and its parent is the block
+        the previous window's rows ended on (when it continues them)."""
+        last = blocks[-1]
+        if child and child[0].parent_hash != last.hash:
+            raise Reorged(
+                f"block {last.number} ({last.hash}) is not the parent of block "
+                f"{child[0].number} ({child[0].hash}), whose parent is {child[0].parent_hash}"
+            )
+        tip = self._tip
+        if tip is not None and tip.number == parent.number and tip.hash != parent.hash:
+            raise Reorged(
+                f"block {parent.number} is {parent.hash} now, but the row written for it "
+                f"has {tip.hash}"
+            )
+
+    async def _parent_spec(self, parent: Block) -> int:
+        """The runtime the window's first block runs: known when the window continues the
+        rows written, otherwise read at its parent (and a new run of blocks starts a new
+        file)."""
+        tip = self._tip
+        if tip is not None and tip.number == parent.number:
+            return tip.child_spec
+        if self._written:
+            await self.sink.flush()
+        runtime = await self.reader.runtime_at(hex_to_bytes(parent.hash, "hash"))
+        check_runtime(runtime, self.reader.kind, self.chain)
+        return runtime.spec_version
+
+    async def _resolve(self, blocks: list[Block]) -> dict[str, Mapped]:
+        """The consensus blocks the window's domain blocks name, in one lookup."""
+        if self.reader.kind is not ChainKind.AUTO_EVM or self.consensus is None:
+            return {}
+        sources = [block.facts.consensus_hash for block in blocks]
+        return await self.consensus.resolve([h for h in sources if h is not None])
+
+    def _stop(self, number: int, found: Mapped) -> None:
+        self._stopped_at = number
+        log.warning(
+            "%s: stopping at block %d: its consensus block %d is not yet K deep",
+            self.chain, number, found.number,
+        )  # fmt: skip
+
+    async def _put(
+        self,
+        rows: list[Row],
+        unresolved: list[Unresolved],
+        child_spec: int,
+        not_later: list[tuple[int, str, int]],
+    ) -> None:
+        """Hand the writer a window's reconciliation records, then its rows."""
+        for record in unresolved:
+            self._unresolved += 1
+            await self.sink.put(Reconciliation(self.chain, record))
+        if not rows:
+            return
+        await self.sink.put(rows)
+        self._written += len(rows)
+        row = rows[-1]
+        self._tip = _Tip(row.block_number, row.hash, row.timestamp_ms, child_spec)
+        if not_later:
+            self._warn_not_later(not_later, row.block_number)
+
+    def _warn_not_later(self, blocks: list[tuple[int, str, int]], written_to: int) -> None:
+        """Timestamps no later than the parent's are the chain's word, and written as
+        such; the operator hears of each, and the run counts them."""
+        for number, block_hash, delta in blocks:
+            if number <= written_to:
+                self._not_later += 1
+                log.warning(
+                    "%s: block %d (%s) is stamped %d ms after its parent, not later than "
+                    "it; written as the chain says", self.chain, number, block_hash, delta,
+                )  # fmt: skip
+
+
+async def _cancel(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancel ``tasks`` and wait for them; their errors are moot now."""
+    tasks = list(tasks)
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, BlocktimesError):
+            await task
