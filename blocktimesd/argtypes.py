@@ -60,4 +60,12 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, what: str) -> None:
 
 def data_dir_from(option: str | None) -> Path:
     """``--data``, else ``$DATA_DIR``, else ``data`` (as the daemon resolves it)."""
-    return Path(option or os.environ.get("DATA_DIR") or "data")
+    from blocktimesd.dataset.layout import not_a_local_directory
+    from blocktimesd.errors import ConfigError
+
+    where = "--data" if option else "DATA_DIR"
+    location = option or os.environ.get("DATA_DIR") or "data"
+    problem = not_a_local_directory(location)
+    if problem is not None:
+        raise ConfigError(f"{where} {location}: {problem}")
+    return Path(location)

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from blocktimesd.config.model import MetricsAddr
 from blocktimesd.core.chains import ChainKind
 from blocktimesd.core.redact import redact_url
-from blocktimesd.dataset.layout import is_chain_name
+from blocktimesd.dataset.layout import is_chain_name, not_a_local_directory
 
 __all__ = [
     "Invalid",
@@ -119,6 +119,9 @@ def directory(value: Any) -> Path:
         raise Invalid((value, "is not a string"))
     if not value.strip():
         raise Invalid((value, "is empty"))
+    problem = not_a_local_directory(value)
+    if problem is not None:
+        raise Invalid((value, problem))
     return Path(value.strip())
 
 
