@@ -135,6 +135,7 @@ class ChainReader:
         self.domain_ids = domain_ids
         self._runtimes: dict[int, Runtime] = {}
         self._spec_of: OrderedDict[bytes, int] = OrderedDict()
+        self._keys: dict[int, list[str]] = {}  # spec version -> the storage keys read per block
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -205,12 +206,7 @@ class ChainReader:
         runtime = await self.runtime_of(header)
         block_hash = header.hash()
         at = to_hex(block_hash)
-        keys = [to_hex(runtime.storage_key("Timestamp", "Now"))]
-        if self.kind is ChainKind.CONSENSUS:
-            keys += [
-                to_hex(runtime.storage_key("Domains", "SuccessfulBundles", domain))
-                for domain in self.domain_ids
-            ]
+        keys = self._keys.get(runtime.spec_version) or self._storage_keys(runtime)
         values = raise_node_errors(
             await self.call_many([("state_getStorage", [key, at]) for key in keys])
         )
@@ -234,6 +230,18 @@ class ChainReader:
             spec_version=runtime.spec_version,
             **facts,
         )
+
+    def _storage_keys(self, runtime: Runtime) -> list[str]:
+        """The storage read for each block: ``Timestamp.Now``, then on the consensus
+        chain ``Domains.SuccessfulBundles`` of each domain."""
+        keys = [to_hex(runtime.storage_key("Timestamp", "Now"))]
+        if self.kind is ChainKind.CONSENSUS:
+            keys += [
+                to_hex(runtime.storage_key("Domains", "SuccessfulBundles", domain))
+                for domain in self.domain_ids
+            ]
+        self._keys[runtime.spec_version] = keys
+        return keys
 
     async def body(self, block_hash: bytes) -> list[bytes] | None:
         obj = await self.call("chain_getBlock", to_hex(block_hash))

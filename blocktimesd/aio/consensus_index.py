@@ -4,8 +4,10 @@ An Auto-EVM block names the consensus block it was built from; its row is writte
 once that block is confirmed on the consensus chain.  The consensus follower records
 each block it confirms here (and retracts what a reorg beyond confirmation orphans);
 the domain follower looks its source up by hash and waits for the confirmed tip to
-reach it.  Bounded: the oldest entries go first, since domain blocks name recent
-consensus blocks.
+reach it.  The consensus follower also records the number of every block the node
+showed it (heads and the ancestors it fetched), so that the domain follower need not
+ask the consensus node the number of a source it has not confirmed yet.  Bounded: the
+oldest entries go first, since domain blocks name recent consensus blocks.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ __all__ = ["ConsensusIndex"]
 class ConsensusIndex:
     """Confirmed consensus blocks (hash -> number, timestamp), for the domain follower."""
 
-    def __init__(self, kept: int = 100_000) -> None:
+    def __init__(self, kept: int = 100_000, seen_kept: int = 8192) -> None:
         self._by_hash: OrderedDict[bytes, tuple[int, int | None]] = OrderedDict()
         self._kept = kept
+        self._seen: OrderedDict[bytes, int] = OrderedDict()  # hash -> number, unconfirmed
+        self._seen_kept = seen_kept
         self.tip = -1
         self._changed = asyncio.Condition()
 
@@ -70,3 +74,15 @@ class ConsensusIndex:
     def timestamp_of(self, block_hash: bytes) -> int | None:
         entry = self._by_hash.get(block_hash)
         return None if entry is None else entry[1]
+
+    def saw(self, block_hash: bytes, number: int) -> None:
+        """A block the consensus node showed the consensus follower (maybe not confirmed)."""
+        seen = self._seen
+        if block_hash not in seen:
+            seen[block_hash] = number
+            if len(seen) > self._seen_kept:
+                seen.popitem(last=False)
+
+    def number_seen(self, block_hash: bytes) -> int | None:
+        """The number of a block :meth:`saw` recorded, if it is still kept."""
+        return self._seen.get(block_hash)

@@ -113,18 +113,23 @@ class ConsensusSource:
         number = index.number_of(source)
         if number is not None:
             return number, None
-        header = await served_header(reader, source)
-        if header is None:
-            return None, unmapped_after_lookup(False, canonical=False)
+        # A block the consensus follower was shown has its number known; else the
+        # consensus node is asked for its header.
+        seen = index.number_seen(source)
+        if seen is None:
+            header = await served_header(reader, source)
+            if header is None:
+                return None, unmapped_after_lookup(False, canonical=False)
+            seen = header.number
         self._on_wait()
-        await index.wait_confirmed(header.number)
+        await index.wait_confirmed(seen)
         number = index.number_of(source)
         if number is not None:
             return number, None
         # Confirmed before this process started following: ask the node's canonical chain.
-        canonical = await _canonical_is(reader, header.number, source)
+        canonical = await _canonical_is(reader, seen, source)
         reason = unmapped_after_lookup(True, canonical)
-        return (header.number if reason is None else None), reason
+        return (seen if reason is None else None), reason
 
 
 async def _canonical_is(reader: ChainReader, number: int, block_hash: bytes) -> bool:

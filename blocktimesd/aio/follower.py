@@ -86,21 +86,13 @@ class RowSink(Protocol):
 
 class FollowerMetrics(Protocol):
     def observe_head(self, chain: str, number: int, timestamp_ms: int | None) -> None: ...
-
     def observe_confirmed(self, chain: str, number: int, delta_ms: int | None) -> None: ...
-
     def observe_reorg(self, chain: str, depth: int, deep: bool) -> None: ...
-
     def observe_unresolved_mapping(self, chain: str, count: int = 1) -> None: ...
-
     def set_following(self, chain: str, following: bool) -> None: ...
-
     def observe_retry(self, chain: str, outcome: str) -> None: ...
-
     def observe_invariant_violation(self, chain: str) -> None: ...
-
     def observe_anomaly(self, chain: str, kind: str) -> None: ...
-
     def set_rows_waiting(self, chain: str, rows: int) -> None: ...
 
 
@@ -145,7 +137,7 @@ class Follower:
             consensus,
             consensus_reader,
             metrics,
-            on_wait=lambda: metrics.set_rows_waiting(chain, self._waiting()),
+            on_wait=lambda: self._show_waiting(self._waiting()),
             wall_clock=wall_clock,
         )
         self.retry = retry or RetryPolicy()
@@ -155,9 +147,14 @@ class Follower:
         self._publish_durable_above = publish_durable_above
         self._tail = tail
         self._wall = wall_clock
+        # The consensus follower tells the index the number of every block it is shown.
+        self._saw = (
+            consensus.saw if consensus is not None and reader.kind is ChainKind.CONSENSUS else None
+        )
         self._facts: OrderedDict[bytes, BlockFacts] = OrderedDict()
         self._headers: OrderedDict[bytes, Header] = OrderedDict()
         self._todo: deque[Decision] = deque()  # decided by the tree, not yet applied
+        self._shown_waiting: int | None = None  # the rows waiting, as last shown
         self._written: _Written | None = None
         confirmed = None
         if resume is not None:
@@ -404,7 +401,7 @@ class Follower:
     async def _drain(self) -> None:
         """Apply the queued decisions in order; each leaves the queue once applied."""
         while self._todo:
-            self.metrics.set_rows_waiting(self.chain, self._waiting())
+            self._show_waiting(self._waiting())
             decision = self._todo[0]
             if isinstance(decision, Confirmed):
                 await self._emit(decision.ref)
@@ -416,10 +413,15 @@ class Follower:
             if self._todo and self._todo[0] is decision:
                 self._todo.popleft()
             self.progress += 1
-        self.metrics.set_rows_waiting(self.chain, 0)
+        self._show_waiting(0)
 
     def _waiting(self) -> int:
         return sum(1 for d in self._todo if isinstance(d, Confirmed))
+
+    def _show_waiting(self, rows: int) -> None:
+        if rows != self._shown_waiting:
+            self._shown_waiting = rows
+            self.metrics.set_rows_waiting(self.chain, rows)
 
     async def _fill_range(self, first: int, last: int) -> None:
         log.info("%s: filling blocks %d..%d", self.chain, first, last)
@@ -467,7 +469,9 @@ class Follower:
         self._headers[block_hash] = header
         if len(self._headers) > _FACTS_KEPT:
             self._headers.popitem(last=False)
-        self.tree.add(BlockRef(header.number, BlockHash(block_hash), BlockHash(header.parent_hash)))
+        if self._saw is not None:
+            self._saw(block_hash, header.number)
+        self.tree.add(BlockRef(header.number, block_hash, BlockHash(header.parent_hash)))
 
     async def _facts_of(self, header: Header) -> BlockFacts:
         block_hash = header.hash()

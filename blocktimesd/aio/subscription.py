@@ -31,12 +31,13 @@ class Subscription:
     ) -> None:
         self._client = client
         self._unsubscribe = unsubscribe
-        # Bounded: when full, the subscription ends with a gap instead of growing.
-        self._queue: asyncio.Queue[Any] = asyncio.Queue(queue)
+        # Bounded (unless ``queue`` <= 0): when full, the subscription ends with a gap
+        # instead of growing.
+        self._items: deque[Any] = deque()
+        self._bound = queue
         self._stall_timeout = stall_timeout
-        self._held: deque[Any] = deque()  # taken from the queue by an interrupted wait
         self._gap: SubscriptionGap | None = None
-        self._wakeup = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None  # the consumer's, while it waits
         self.id: str | None = None
 
     def __aiter__(self) -> Subscription:
@@ -54,27 +55,20 @@ class Subscription:
     async def next_within(self, timeout: float) -> Any:
         """The next notification, or :data:`QUIET` when none came within ``timeout``
         seconds (the subscription goes on).  Raises :class:`SubscriptionGap` once ended."""
-        if self._held:
-            return self._held.popleft()
-        if not self._queue.empty():
-            return self._queue.get_nowait()
+        if self._items:
+            return self._items.popleft()
         if self._gap is not None:
             raise self._gap
-        self._wakeup.clear()
-        getter = asyncio.ensure_future(self._queue.get())
-        ended = asyncio.ensure_future(self._wakeup.wait())
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(timeout, _wake, waiter)
         try:
-            await asyncio.wait(
-                {getter, ended}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
+            await waiter
         finally:
-            ended.cancel()
-            if not getter.done():
-                getter.cancel()
-            elif not getter.cancelled():  # taken from the queue: never lose it
-                self._held.append(getter.result())
-        if self._held:
-            return self._held.popleft()
+            timer.cancel()
+            self._waiter = None
+        if self._items:  # a notification that came as the wait ended is still here
+            return self._items.popleft()
         if self._gap is not None:
             raise self._gap
         return QUIET
@@ -83,17 +77,19 @@ class Subscription:
         """Queue one notification; False (and the subscription ends) when full."""
         if self._gap is not None:
             return False
-        try:
-            self._queue.put_nowait(item)
-        except asyncio.QueueFull:
-            self.end(f"consumer fell {self._queue.maxsize} notifications behind")
+        if 0 < self._bound <= len(self._items):
+            self.end(f"consumer fell {self._bound} notifications behind")
             return False
+        self._items.append(item)
+        if self._waiter is not None:
+            _wake(self._waiter)
         return True
 
     def end(self, reason: str) -> None:
         if self._gap is None:
             self._gap = SubscriptionGap(reason)
-            self._wakeup.set()
+            if self._waiter is not None:
+                _wake(self._waiter)
 
     @property
     def ended(self) -> bool:
@@ -106,3 +102,8 @@ class Subscription:
         if self.id is not None:
             with contextlib.suppress(Exception):
                 await self._client.call(self._unsubscribe, self.id, timeout=5)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

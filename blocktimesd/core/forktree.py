@@ -16,10 +16,11 @@ dropped subscription leaves a gap).  :class:`ForkTree` keeps:
 :meth:`ForkTree.add` records a header learned anywhere (subscription, ancestor fetch,
 gap fill); duplicates are harmless.  :meth:`ForkTree.set_best` says "the node's best is
 now this block" and returns :data:`Decision` values, in order.  It walks from the new
-best down by parent hash until it meets the confirmed ring.  If a header on the way is
-missing it returns one ``Need*`` decision and stops: the caller fetches, adds what it
-got, and calls :meth:`ForkTree.resume`, until a list carries no ``Need*``.  Linking is
-always checked by parent hash, whatever the caller fetched:
+best down by parent hash until it meets the confirmed ring (a child of the best block
+links at once).  If a header on the way is missing it returns one ``Need*`` decision
+and stops: the caller fetches, adds what it got, and calls :meth:`ForkTree.resume`,
+until a list carries no ``Need*``.  Linking is always checked by parent hash, whatever
+the caller fetched:
 
 * :class:`NeedAncestor` -- fetch this header by hash (``chain_getHeader(hash)``).  Asked
   for a fork (a block at that height is known, just not this one), for a single skipped
@@ -221,6 +222,7 @@ class ForkTree:
         "_blocks",
         "_by_number",
         "_children",
+        "_clean",
         "_clock",
         "_fill_seq",
         "_history",
@@ -277,6 +279,7 @@ class ForkTree:
         self._stone: BlockRef | None = None  # top of a catch-up batch being linked
         self._fill_seq: int | None = None  # clock when the last catch-up batch was asked
         self._spent = False
+        self._clean = True  # every block held descends from the confirmed tip
         for ref in seed[-self._history :]:
             self._push_ring(ref)
         if self._ring:
@@ -326,6 +329,8 @@ class ForkTree:
             return
         if self._ring and ref.number < self._ring[0].number:
             return  # no walk ever needs it: it would report ForkBelowHistory first
+        if self._clean and ref.parent_hash not in self._blocks:
+            self._clean = bool(self._ring) and ref.parent_hash == self._ring[-1].hash
         self._blocks[ref.hash] = ref
         self._seq[ref.hash] = self._clock
         self._children.setdefault(ref.parent_hash, set()).add(ref.hash)
@@ -365,6 +370,12 @@ class ForkTree:
                     self._stone = None
                     continue
             else:
+                extended = self._extend(target)
+                if extended is not None:
+                    out += extended
+                    self._pending = self._fill_seq = None
+                    self._prune()
+                    break
                 if self._is_stale(target):  # catch-up confirmed it (k = 0)
                     self._pending = self._fill_seq = None
                     self._prune()
@@ -447,6 +458,7 @@ class ForkTree:
         ``head`` is the new best, or a catch-up block on the way to it (``reported``)."""
         old = self._best
         assert old is not None
+        self._clean = False
         tip = self._ring[-1]
         deep = walk.anchor.hash != tip.hash
         ancestor = walk.anchor
@@ -461,25 +473,48 @@ class ForkTree:
             self._best_chain = deque(reversed(walk.chain))
             self._best_set = {b.hash for b in self._best_chain}
             self._best = head
+        return self._confirm(limit, out)
+
+    def _confirm(self, limit: int, out: list[Decision]) -> list[Decision]:
+        """Confirm the best chain up to ``limit``."""
         while self._best_chain and self._best_chain[0].number <= limit:
             block = self._best_chain.popleft()
             self._best_set.discard(block.hash)
+            if len(self._children.get(block.parent_hash, ())) > 1:
+                self._clean = False  # a side branch off the confirmed tip: orphaned
             self._forget(block.hash)
             self._push_ring(block)
             out.append(Confirmed(block))
         return out
 
+    def _extend(self, target: BlockRef) -> list[Decision] | None:
+        """What ``_adopt`` makes of the walk from ``target`` if it is a child of the best
+        block atop the linked best chain (the common case); else ``None``."""
+        best, chain = self._best, self._best_chain
+        if not (
+            best is not None
+            and chain
+            and chain[-1] is best
+            and target.parent_hash == best.hash
+            and target.number == best.number + 1
+        ):
+            return None
+        chain.append(target)
+        self._best_set.add(target.hash)
+        self._best = target
+        return self._confirm(target.number - self._k, [])
+
     def _is_stale(self, ref: BlockRef) -> bool:
-        return (
-            ref.number < self._ring[0].number
-            or ref.hash in self._ring_index
-            or ref.hash in self._best_set
-        )
+        ring, best = self._ring_index, self._best_set
+        return ref.number < self._ring[0].number or ref.hash in ring or ref.hash in best
 
     # -- memory -------------------------------------------------------------------
 
     def _prune(self) -> None:
-        """Keep only descendants of the confirmed tip, then enforce the bound."""
+        """Keep only descendants of the confirmed tip."""
+        if self._clean:
+            return
+        self._clean = True
         keep: set[BlockHash] = set()
         frontier = [self._ring[-1].hash]
         while frontier:
@@ -496,6 +531,7 @@ class ForkTree:
         or refetches it); never the best chain, the pending best or a catch-up chain."""
         if len(self._blocks) <= self._max_blocks:
             return
+        self._clean = False
         protected = set(self._best_set)
         hanging: list[BlockRef] = []
         for start in (self._stone, self._pending):

@@ -4,11 +4,15 @@ A header is SCALE-encoded as ``parent_hash ++ Compact(number) ++ state_root ++
 extrinsics_root ++ Vec<DigestItem>``; its hash is the blake2-256 of that encoding.
 Nodes send headers over JSON-RPC as objects whose ``number`` is a hex string and
 whose ``digest.logs`` are the hex-encoded digest items.
+
+A header is hashed once: :meth:`Header.from_json` hashes the bytes it decodes (when
+they are the header's own encoding, as a node's always are), and :meth:`Header.hash`
+keeps what it computes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NewType
 
 from blocktimesd.core import scale
@@ -94,6 +98,8 @@ class Header:
     state_root: bytes
     extrinsics_root: bytes
     digest: tuple[DigestItem, ...] = ()
+    # The hash, once known; not a field of the header (compared, shown or passed on).
+    _hash: BlockHash | None = field(default=None, init=False, repr=False, compare=False)
 
     def encode(self) -> bytes:
         parts = [
@@ -107,7 +113,12 @@ class Header:
         return b"".join(parts)
 
     def hash(self) -> BlockHash:
-        return BlockHash(blake2_256(self.encode()))
+        """The blake2-256 of the encoding, computed once per header."""
+        known = self._hash
+        if known is None:
+            known = BlockHash(blake2_256(self.encode()))
+            object.__setattr__(self, "_hash", known)
+        return known
 
     @classmethod
     def decode(cls, data: bytes) -> Header:
@@ -146,17 +157,69 @@ class Header:
             logs = obj["digest"]["logs"]
             if not isinstance(logs, list):
                 raise DecodeError("header.digest.logs: expected a list")
-            return cls(
-                _hash32(obj["parentHash"], "header.parentHash"),
-                int(number_text, 16),
-                _hash32(obj["stateRoot"], "header.stateRoot"),
-                _hash32(obj["extrinsicsRoot"], "header.extrinsicsRoot"),
-                tuple(DigestItem.decode(hex_to_bytes(log, "digest log")) for log in logs),
-            )
+            parent = _hash32(obj["parentHash"], "header.parentHash")
+            number = int(number_text, 16)
+            state_root = _hash32(obj["stateRoot"], "header.stateRoot")
+            extrinsics_root = _hash32(obj["extrinsicsRoot"], "header.extrinsicsRoot")
+            items = []
+            logged = []
+            canonical = True
+            for log in logs:
+                data = hex_to_bytes(log, "digest log")
+                item = _common_item(data)
+                if item is None:  # another form, or not an item: the reader decides
+                    item = DigestItem.decode(data)
+                    canonical = canonical and len(data) == _encoded_size(item)
+                items.append(item)
+                logged.append(data)
+            header = cls(parent, number, state_root, extrinsics_root, tuple(items))
         except (KeyError, TypeError) as exc:
             raise DecodeError(f"header: missing or malformed field {exc}") from None
         except ValueError as exc:
             raise DecodeError(f"header: {exc}") from None
+        # The encoding, from the bytes at hand: each log is one whole item, which is its
+        # own encoding unless a length in it is not in the shortest form (then the
+        # hash is left to ``hash``, which encodes).
+        if canonical and number < _LARGEST_COMPACT:
+            head = (parent, scale.compact(number), state_root, extrinsics_root)
+            encoded = b"".join((*head, scale.compact(len(items)), *logged))
+            object.__setattr__(header, "_hash", BlockHash(blake2_256(encoded)))
+        return header
+
+
+_LARGEST_COMPACT = 1 << 64  # block numbers are u32; larger ones are left to ``hash``
+
+
+def _common_item(data: bytes) -> DigestItem | None:
+    """The item ``data`` encodes, if it is in the forms headers carry (an engine item
+    whose payload length takes one or two bytes, in the shortest form, or
+    ``RuntimeEnvironmentUpdated``); else ``None``."""
+    size = len(data)
+    if size > 5 and data[0] in _WITH_ENGINE:
+        first = data[5]
+        if first & 3 == 0:
+            at, length = 6, first >> 2
+        elif first & 3 == 1 and size > 6:
+            at, length = 7, (first | data[6] << 8) >> 2
+            if length < 1 << 6:
+                return None
+        else:
+            return None
+        if at + length != size:
+            return None
+        return DigestItem(data[0], data[1:5], data[at:])
+    if size == 1 and data[0] == RUNTIME_ENVIRONMENT_UPDATED:
+        return DigestItem(RUNTIME_ENVIRONMENT_UPDATED)
+    return None
+
+
+def _encoded_size(item: DigestItem) -> int:
+    """The length of ``item.encode()``."""
+    if item.kind == RUNTIME_ENVIRONMENT_UPDATED:
+        return 1
+    size = len(item.payload)
+    head = 5 if item.kind in _WITH_ENGINE else 1
+    return head + (1 if size < 1 << 6 else 2 if size < 1 << 14 else len(scale.compact(size))) + size
 
 
 def _hash32(text: Any, what: str) -> bytes:

@@ -532,6 +532,36 @@ async def test_a_named_consensus_block_is_written_with_its_number_and_no_record(
     assert metrics.count("unresolved") == 0
 
 
+class NoHeaders(FakeReader):
+    async def header(self, block_hash: bytes) -> Header | None:
+        raise AssertionError("the consensus node was asked for a header it had shown")
+
+
+async def test_a_source_the_consensus_follower_was_shown_is_not_asked_for_again() -> None:
+    """The consensus follower records every head it is shown; the domain follower
+    waits for that block's confirmation without asking the consensus node its number."""
+    consensus = Chain(2)
+    c1, c2 = consensus.extend(consensus.genesis, [T0 + 6000, T0 + 12000])
+    consensus.best = c1
+    index = ConsensusIndex()
+    c_reader = FakeReader(consensus, ChainKind.CONSENSUS, "consensus")
+    c_follower = follower_for(c_reader, Sink(), Metrics(), consensus=index)
+    c_task = await start(c_follower, c_reader)
+    await announce(c_reader, c2)  # shown, not confirmed (K = 2)
+    assert index.number_seen(c2.hash) == 2
+    assert index.number_of(c2.hash) is None
+    source = consensus_source.ConsensusSource(
+        "auto-evm", index, NoHeaders(consensus, ChainKind.CONSENSUS, "consensus"), Metrics()
+    )
+    facts = BlockFacts(1, b"\x0d" * 32, b"\x0c" * 32, T0 + 12000, SPEC, consensus_hash=c2.hash)
+    mapping = asyncio.create_task(source.map(facts))
+    await asyncio.sleep(0.01)
+    assert not mapping.done()  # waiting for #2 to be confirmed
+    await index.confirmed(BlockRef.of(c2.header), c2.timestamp_ms)
+    assert await mapping == (to_hex(c2.hash), 2, None)
+    await stop(c_task, Metrics())
+
+
 # -- the emission invariant --------------------------------------------------------------------
 
 

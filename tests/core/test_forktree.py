@@ -600,6 +600,71 @@ def test_random_forks_match_the_model_and_leave_no_gap_duplicate_or_orphan(
         assert [d.ref for d in stream if isinstance(d, Confirmed)] == rows
 
 
+class WalkEveryTime(ForkTree):
+    """The tree without its shortcuts: every best is walked down to the confirmed ring,
+    and every prune looks at every block."""
+
+    def _extend(self, target: BlockRef) -> list[Decision] | None:
+        return None
+
+    def _prune(self) -> None:
+        self._clean = False
+        super()._prune()
+
+
+@settings(max_examples=300, deadline=None)
+@given(scenarios())
+def test_the_shortcuts_decide_and_keep_what_walking_every_time_does(scenario: Scenario) -> None:
+    tree = scenario.tree
+    seed = list(tree._ring) or None
+    twin = WalkEveryTime(
+        tree.k, seed, max_blocks=tree._max_blocks, history=tree._history, batch=tree._batch
+    )
+    nodes = [Node(scenario.node.by_hash.values()) for _ in range(2)]
+    for node in nodes:
+        node.rng = random.Random(scenario.seed)
+    for is_best, ref in scenario.plan:
+        if is_best:
+            got = [node.head(t, ref) for node, t in zip(nodes, (tree, twin), strict=True)]
+            assert got[0] == got[1]
+        else:
+            tree.add(ref)
+            twin.add(ref)
+        assert tree._blocks == twin._blocks
+        assert tree.best == twin.best
+        if tree.spent:
+            break
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2**32), st.integers(0, 5), st.sampled_from([None, 3, 12]))
+def test_following_live_heads_with_the_shortcuts_is_walking_every_time(
+    seed: int, k: int, history: int | None
+) -> None:
+    """Heads as a live node sends them: mostly a child of the last, now and then a fork
+    off a recent block, a missed head or a block only added."""
+    rng = random.Random(seed)
+    blocks = [BlockRef(0, bh("n", 0), BlockHash(b"\xff" * 32))]
+    for index in range(1, 150):
+        back = 1 if rng.random() < 0.8 else rng.randint(1, 6)
+        parent = blocks[max(0, index - back)]
+        blocks.append(BlockRef(parent.number + 1, bh("n", index), parent.hash))
+    trees = (ForkTree(k, history=history), WalkEveryTime(k, history=history))
+    nodes = [Node(blocks) for _ in trees]
+    for block in blocks[1:]:
+        roll = rng.random()
+        if roll < 0.85:
+            got = [node.head(t, block) for node, t in zip(nodes, trees, strict=True)]
+            assert got[0] == got[1]
+        elif roll < 0.95:
+            for t in trees:
+                t.add(block)
+        assert trees[0]._blocks == trees[1]._blocks
+        assert trees[0].best == trees[1].best
+        if trees[0].spent:
+            break
+
+
 def test_the_stream_checker_catches_duplicates_gaps_and_bad_links() -> None:
     a = branch(GENESIS, 3, "a")
     ok = [Confirmed(r) for r in a]

@@ -12,6 +12,7 @@ from blocktimesd.core.header import (
     SEAL,
     DigestItem,
     Header,
+    _common_item,
 )
 from blocktimesd.errors import DecodeError
 
@@ -109,3 +110,56 @@ def test_header_round_trip_property(parent: bytes, number: int, items: list[Dige
     header = Header(parent, number, b"\x05" * 32, b"\x06" * 32, tuple(items))
     assert Header.decode(header.encode()) == header
     assert Header.from_json(header.to_json()) == header
+
+
+@given(
+    st.integers(min_value=0, max_value=2**32 - 1),
+    st.lists(digest_items, max_size=6),
+    st.lists(st.integers(0, 5), max_size=6),
+)
+def test_a_parsed_header_hashes_as_its_encoding_even_with_long_form_lengths(
+    number: int, items: list[DigestItem], widen: list[int]
+) -> None:
+    """``from_json`` hashes the bytes it was sent; a log whose payload length is in a
+    longer form than needed decodes to the same item, and the header's hash is still
+    that of its encoding."""
+    header = Header(b"\x01" * 32, number, b"\x05" * 32, b"\x06" * 32, tuple(items))
+    obj = header.to_json()
+    logs = obj["digest"]["logs"]
+    for at in widen:
+        item = items[at] if at < len(items) else DigestItem(RUNTIME_ENVIRONMENT_UPDATED)
+        if item.kind != RUNTIME_ENVIRONMENT_UPDATED:
+            head = 5 if item.kind in (CONSENSUS, SEAL, PRE_RUNTIME) else 1
+            size = len(item.payload)
+            # the length as a four-byte compact (mode 2), whatever its size
+            long_form = ((size << 2) | 2).to_bytes(4, "little")
+            logs[at] = "0x" + (item.encode()[:head] + long_form + item.payload).hex()
+    parsed = Header.from_json(obj)
+    assert parsed == header
+    assert parsed.hash() == blake2_256(header.encode()) == header.hash()
+
+
+def test_a_header_is_hashed_once() -> None:
+    header = Header.from_json(Header(b"\x01" * 32, 7, b"\x02" * 32, b"\x03" * 32).to_json())
+    first = header.hash()
+    assert header.hash() is first
+    built = Header(b"\x01" * 32, 7, b"\x02" * 32, b"\x03" * 32)
+    assert built.hash() is built.hash()
+    assert built.hash() == first
+
+
+@given(
+    st.one_of(
+        digest_items.map(lambda item: item.encode()),
+        st.binary(max_size=80),
+        st.tuples(digest_items, st.binary(max_size=3)).map(lambda t: t[0].encode() + t[1]),
+        digest_items.map(lambda item: item.encode()[:-1]),
+    )
+)
+def test_the_common_item_reader_agrees_with_the_decoder(data: bytes) -> None:
+    """Where the quick reader gives an item, the decoder gives the same one from the
+    same bytes, which are its encoding; elsewhere the decoder decides."""
+    item = _common_item(data)
+    if item is not None:
+        assert DigestItem.decode(data) == item
+        assert item.encode() == data
