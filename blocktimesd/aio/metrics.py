@@ -29,6 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -171,6 +172,7 @@ class Metrics:
         self._window_size = delta_window
         self._heads: dict[str, _Head] = {}
         self._windows: dict[str, DeltaWindow] = {}
+        self._series: dict[str, _PerBlock] = {}
         r = registry
         chain = ["chain"]
         self.up = Gauge("blocktimes_up", "1 while the daemon runs", registry=r)
@@ -325,6 +327,20 @@ class Metrics:
         self.block_delta.labels(chain)
         self.reorg_depth.labels(chain)
         self._windows.setdefault(chain, DeltaWindow(self._window_size))
+        self._per_block(chain)
+
+    def _per_block(self, chain: str) -> _PerBlock:
+        """The series each block of ``chain`` updates, looked up once (``labels()`` hashes
+        and locks on every call)."""
+        found = self._series.get(chain)
+        if found is None:
+            found = self._series[chain] = _PerBlock(
+                self.best_block.labels(chain),
+                self.confirmed_block.labels(chain),
+                self.block_delta.labels(chain),
+                self.rows_waiting.labels(chain),
+            )
+        return found
 
     # -- the followers -------------------------------------------------------------------
 
@@ -334,14 +350,15 @@ class Metrics:
         """A new best head; ``now`` is when it arrived (default: the clock)."""
         seen_at = self._clock() if now is None else now
         self._heads[chain] = _Head(number, timestamp_ms, seen_at)
-        self.best_block.labels(chain).set(number)
+        self._per_block(chain).best_block.set(number)
 
     def observe_confirmed(self, chain: str, number: int, delta_ms: int | None) -> None:
         """A block confirmed at depth k; ``delta_ms`` is None where it has no parent time."""
-        self.confirmed_block.labels(chain).set(number)
+        series = self._per_block(chain)
+        series.confirmed_block.set(number)
         if delta_ms is not None:
             seconds = delta_ms / 1000
-            self.block_delta.labels(chain).observe(seconds)
+            series.block_delta.observe(seconds)
             window = self._windows.get(chain)
             if window is None:
                 window = self._windows[chain] = DeltaWindow(self._window_size)
@@ -370,7 +387,7 @@ class Metrics:
         self.anomalies.labels(chain, kind).inc()
 
     def set_rows_waiting(self, chain: str, rows: int) -> None:
-        self.rows_waiting.labels(chain).set(rows)
+        self._per_block(chain).rows_waiting.set(rows)
 
     # -- the writer ----------------------------------------------------------------------
 
@@ -403,16 +420,32 @@ class Metrics:
         return _RpcMetrics(self, chain)
 
 
+@dataclass(frozen=True, slots=True)
+class _PerBlock:
+    best_block: Any
+    confirmed_block: Any
+    block_delta: Any
+    rows_waiting: Any
+
+
 class _RpcMetrics:
-    __slots__ = ("_chain", "_metrics")
+    __slots__ = ("_chain", "_done", "_metrics")
 
     def __init__(self, metrics: Metrics, chain: str) -> None:
         self._metrics = metrics
         self._chain = chain
+        self._done: dict[tuple[str, str], tuple[Any, Any]] = {}  # series, looked up once
 
     def request_done(self, method: str, outcome: str, seconds: float) -> None:
-        self._metrics.rpc_requests.labels(self._chain, method, outcome).inc()
-        self._metrics.rpc_duration.labels(self._chain, method).observe(seconds)
+        series = self._done.get((method, outcome))
+        if series is None:
+            m = self._metrics
+            series = self._done[method, outcome] = (
+                m.rpc_requests.labels(self._chain, method, outcome),
+                m.rpc_duration.labels(self._chain, method),
+            )
+        series[0].inc()
+        series[1].observe(seconds)
 
     def reconnected(self, endpoint: str) -> None:
         # The endpoint stays out of the labels: URLs can carry API keys.
