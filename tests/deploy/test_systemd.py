@@ -202,13 +202,13 @@ def test_daemon_runs_under_write_xor_execute_and_notifies(tmp_path: Path) -> Non
     devnet_args = [sys.executable, "-m", "blocktimesd", "--log-level", "WARNING", "devnet",
                    "--consensus-port", "0", "--domain-port", "0", "--speed", "20",
                    "--history", "40", "--seed", "9"]  # fmt: skip
-    port = free_port()
     lines: list[str] = []
     try:
         with process(devnet_args, {}) as devnet:
             assert devnet.stdout is not None
             consensus = devnet.stdout.readline().split()[1].decode()
             domain = devnet.stdout.readline().split()[1].decode()
+            port = free_port()  # after the devnet's own ports 0 are taken: never one of them
             env = {
                 "CONSENSUS_RPC_WS": consensus,
                 "AUTO_EVM_RPC_WS": domain,
@@ -223,7 +223,10 @@ def test_daemon_runs_under_write_xor_execute_and_notifies(tmp_path: Path) -> Non
             with process(daemon_args, env) as daemon:
                 deadline = time.monotonic() + 60
                 while "READY=1" not in lines and time.monotonic() < deadline:
-                    assert daemon.poll() is None, "the daemon exited under the filter"
+                    if daemon.poll() is not None:
+                        assert daemon.stdout is not None
+                        said = daemon.stdout.read().decode(errors="replace")[-3000:]
+                        pytest.fail(f"the daemon exited under the filter:\n{said}")
                     with contextlib.suppress(TimeoutError):
                         lines.extend(notify.recv(4096).decode().split("\n"))
                 assert "READY=1" in lines, lines
