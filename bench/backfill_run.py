@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import resource
 import sys
 import tempfile
@@ -32,6 +33,8 @@ def rows_in(data: Path) -> int:
 def main() -> None:
     url, first, last, *flags = sys.argv[1:]
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    if os.environ.get("POOL_LOG"):  # how the pool of connections grows, for a look
+        logging.getLogger("blocktimesd.aio.pool").setLevel(logging.DEBUG)
     parser = argparse.ArgumentParser()
     add_backfill_arguments(parser)
     with tempfile.TemporaryDirectory() as data:

@@ -8,7 +8,8 @@ import re
 
 import pytest
 
-from blocktimesd.progress import BarProgress, LineProgress, format_duration, progress_for
+from blocktimesd.progress import LineProgress, format_duration, progress_for
+from blocktimesd.progress_bar import BarProgress
 
 _ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 

@@ -75,7 +75,9 @@ _PREFLIGHT_CALLS: list[tuple[str, list[Any]]] = [
     ("chain_getBlockHash", [0]),
     ("state_getRuntimeVersion", []),
     ("rpc_methods", []),
+    ("system_health", []),  # asked with the rest: one round trip, not one each
 ]
+_HEALTH = len(_PREFLIGHT_CALLS) - 1
 # The node's transient error answers (busy, internal error) are asked again in place
 # instead of costing the connection (see call_in_place).
 _RETRY = RetryPolicy(initial=0.1, cap=1.0)
@@ -114,17 +116,22 @@ class Preflight:
 
     async def __call__(self, client: RpcClient) -> None:
         url = client.shown_endpoint or "?"
+        expect = self.expect
+        calls = list(_PREFLIGHT_CALLS)
+        if expect.genesis_hash is not None:
+            # The genesis is known beforehand: the unsafe-RPC question goes in the same
+            # round trip (its answer counts only once the genesis is found to match).
+            calls.append(_unsafe_call(expect.genesis_hash))
         results = await call_in_place(
             client,
-            _PREFLIGHT_CALLS,
+            calls,
             retry=_RETRY,
             batch_size=1,  # pipelined: a node runs a batch's calls one after another
         )
         chain_name, node_name, node_version, genesis, version, methods_obj = raise_node_errors(
-            results
+            results[:_HEALTH]
         )
         _check_shapes(self.chain, url, chain_name, genesis, version, methods_obj)
-        expect = self.expect
         if expect.chain_name is not None and chain_name != expect.chain_name:
             raise WrongChain(
                 f"{self.chain}: {url} serves chain {chain_name!r}, but the configuration expects "
@@ -140,8 +147,11 @@ class Preflight:
         missing = sorted(REQUIRED_METHODS - methods) if methods else []
         if missing:
             raise NodeUnusable(f"{self.chain}: {url} does not offer {', '.join(missing)}")
-        await self._wait_while_syncing(client, url)
-        unsafe = await self._unsafe_allowed(client, str(genesis))
+        await self._wait_while_syncing(client, url, raise_node_errors([results[_HEALTH]])[0])
+        if len(results) > len(_PREFLIGHT_CALLS):
+            unsafe = not isinstance(results[-1], RpcError)
+        else:
+            unsafe = await self._unsafe_allowed(client, str(genesis))
         self.info = NodeInfo(
             endpoint=url,
             chain_name=str(chain_name),
@@ -167,10 +177,11 @@ class Preflight:
         if expect.needed_from is not None:
             await check_history(client, expect.needed_from, self.chain)
 
-    async def _wait_while_syncing(self, client: RpcClient, url: str) -> None:
+    async def _wait_while_syncing(self, client: RpcClient, url: str, health: Any) -> None:
+        """Wait while ``health`` (the node's first ``system_health`` answer), and each
+        asked again after a pause, says the node is syncing."""
         waited_since = time.monotonic()
         while True:
-            health: Any = await call_one_in_place(client, "system_health", retry=_RETRY)
             if not (isinstance(health, dict) and health.get("isSyncing")):
                 return
             waited = time.monotonic() - waited_since
@@ -185,16 +196,21 @@ class Preflight:
                 health.get("peers"),
             )
             await asyncio.sleep(self.expect.syncing_poll_s)
+            health = await call_one_in_place(client, "system_health", retry=_RETRY)
 
     @staticmethod
     async def _unsafe_allowed(client: RpcClient, genesis: str) -> bool:
+        method, params = _unsafe_call(genesis)
         try:
-            await call_one_in_place(
-                client, "state_queryStorage", [], genesis, genesis, retry=_RETRY
-            )
+            await call_one_in_place(client, method, *params, retry=_RETRY)
         except RpcError:
             return False
         return True
+
+
+def _unsafe_call(genesis: str) -> tuple[str, list[Any]]:
+    """A harmless unsafe call: a node that denies unsafe RPC answers it with an error."""
+    return "state_queryStorage", [[], genesis, genesis]
 
 
 async def check_history(client: RpcClient, number: int, chain: str) -> None:

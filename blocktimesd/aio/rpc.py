@@ -234,6 +234,12 @@ class RpcClient:
         return self._ready.is_set()
 
     @property
+    def settled(self) -> tuple[int, float]:
+        """Messages settled so far (answered, failed, timed out or abandoned) and their
+        summed seconds from the send, over all connections: how busy the node keeps us."""
+        return self._requests.settled, self._requests.round_trips
+
+    @property
     def supervisor_alive(self) -> bool:
         """Whether the task that keeps the chain connected runs.  It stops only when no
         endpoint can serve the chain (then :attr:`failure` says why) and at

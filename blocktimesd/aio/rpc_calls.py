@@ -115,6 +115,10 @@ class Requests:
         self._request_timeout = request_timeout
         self._timeouts_to_drop = timeouts_to_drop
         self._clock = clock
+        # Messages settled (answered, failed, timed out, abandoned) and their summed
+        # seconds from the send: what a pool of connections judges its size by.
+        self.settled = 0
+        self.round_trips = 0.0
 
     async def many(self, calls: Calls, timeout: float | None, size: int) -> list[Any]:
         """``calls`` in messages of ``size``: all sent as slots free up, then their
@@ -142,12 +146,16 @@ class Requests:
             if wait > 0:
                 await asyncio.sleep(wait)
 
-    def _settled(self, expiry: asyncio.TimerHandle) -> Callable[[asyncio.Future[Any]], None]:
-        """A message's done callback: stop its deadline and free its slot."""
+    def _settled(
+        self, expiry: asyncio.TimerHandle, started: float
+    ) -> Callable[[asyncio.Future[Any]], None]:
+        """A message's done callback: stop its deadline, free its slot, count it."""
 
         def settled(_: asyncio.Future[Any]) -> None:
             expiry.cancel()
             self._inflight.release()
+            self.settled += 1
+            self.round_trips += self._clock() - started
 
         return settled
 
@@ -179,7 +187,7 @@ class Requests:
             conn.subscribing[key] = subscription
         sent = Sent(conn, key, fut, calls, timeout, self._clock())
         # The deadline runs from here: waiting for a slot does not count against it.
-        fut.add_done_callback(self._settled(loop.call_later(timeout, _expire, fut)))
+        fut.add_done_callback(self._settled(loop.call_later(timeout, _expire, fut), sent.started))
         try:
             await conn.ws.send(body, text=True)
         except ConnectionClosed:

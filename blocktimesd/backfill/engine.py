@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from blocktimesd.aio.chain import ChainReader
+from blocktimesd.aio.pool import Caller
 from blocktimesd.backfill.fetch import Block, BlockFetcher, Landing, Reorged
 from blocktimesd.backfill.mapping import ConsensusMap, Mapped, map_source
 from blocktimesd.backfill.reads import (
@@ -126,6 +127,7 @@ class Backfill:
         progress: Callable[[str, int], ProgressSink] | None = None,
         wall_clock: Callable[[], float] = time.time,
         retry: RetryPolicy | None = None,
+        fetch_client: Caller | None = None,
     ) -> None:
         self.reader = reader
         self.client = reader.client
@@ -136,8 +138,10 @@ class Backfill:
         self.settings = settings or BackfillSettings()
         wanted = self.settings.query_storage
         self.query_storage = unsafe_allowed if wanted is None else wanted and unsafe_allowed
+        # The blocks may come over several connections (an RpcPool); the rest of what
+        # the backfill asks goes over the reader's.
         self.fetcher = BlockFetcher(
-            self.client,
+            fetch_client or self.client,
             chain,
             blocks_per_task=self.settings.blocks_per_task,
             query_storage=self.query_storage,

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from operator import itemgetter
 from typing import Any, NamedTuple
 
-from blocktimesd.aio.rpc import RpcClient
+from blocktimesd.aio.pool import Caller
 from blocktimesd.backfill.reads import header_of, shown
 from blocktimesd.core import hexfacts
 from blocktimesd.core.ranges import Span
@@ -92,7 +92,7 @@ class BlockFetcher:
     """
 
     def __init__(
-        self, client: RpcClient, chain: str, *, blocks_per_task: int, query_storage: bool
+        self, client: Caller, chain: str, *, blocks_per_task: int, query_storage: bool
     ) -> None:
         self.client = client
         self.chain = chain
@@ -100,7 +100,7 @@ class BlockFetcher:
         self.query_storage = query_storage
         self.keys: list[str] = []
         self.batch = client.settings.batch_size
-        # Groups of blocks in flight: enough to keep the client's in-flight cap full, few
+        # Groups of blocks in flight: enough to keep the client's in-flight caps full, few
         # enough that they are answered in order of number (the semaphore is FIFO), so
         # an interrupted run has an unbroken run of blocks to write.
         self._gate = asyncio.Semaphore(client.settings.max_inflight)

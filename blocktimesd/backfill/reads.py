@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from blocktimesd.aio.pool import Caller
 from blocktimesd.aio.rpc import RpcClient
 from blocktimesd.core import decode, hexfacts
 from blocktimesd.core.chains import TIMESTAMP_NOW_KEY
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 
-def shown(client: RpcClient) -> str:
+def shown(client: Caller) -> str:
     """The endpoint that answers (between connections: the configured ones), as messages
     may show it: without credentials."""
     return client.shown_endpoint or ", ".join(map(redact_url, client.settings.endpoints))

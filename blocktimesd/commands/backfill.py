@@ -43,8 +43,12 @@ __all__ = [
 # Substrate node, runs at most 64 messages per connection at once and the calls of a
 # batch one after another): see the figures there.
 DEFAULT_MAX_INFLIGHT = 64
+MAX_CONNECTIONS = 8  # the most the probe grows to (blocktimesd.aio.pool, not imported here)
 DEFAULT_BATCH_SIZE = 256
 DEFAULT_WINDOW = 4096
+# BackfillSettings.lookahead, for the help: the parser does not load the engine (nor, with
+# it, pyarrow), which neither the help nor a usage error needs.
+WINDOWS_HELD = 3
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 _DESCRIPTION = """\
@@ -74,8 +78,6 @@ def add_backfill_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> Non
 
 
 def add_backfill_arguments(p: argparse.ArgumentParser) -> None:
-    from blocktimesd.backfill.engine import BackfillSettings  # its window count, for the help
-
     p.add_argument(
         "--chain",
         default="all",
@@ -133,6 +135,15 @@ def add_backfill_arguments(p: argparse.ArgumentParser) -> None:
         help=f"requests in flight per connection (default: {DEFAULT_MAX_INFLIGHT})",
     )
     p.add_argument(
+        "--connections",
+        type=positive(int),
+        default=None,
+        metavar="N",
+        help="WebSocket connections per node for fetching blocks, each within --max-inflight "
+        f"(default: probed, up to {MAX_CONNECTIONS}: more while they raise throughput "
+        "without slowing answers; fewer when the node refuses or rate-limits)",
+    )
+    p.add_argument(
         "--batch-size",
         type=positive(int),
         default=DEFAULT_BATCH_SIZE,
@@ -145,7 +156,7 @@ def add_backfill_arguments(p: argparse.ArgumentParser) -> None:
         type=positive(int),
         default=DEFAULT_WINDOW,
         metavar="N",
-        help=f"blocks checked and written at a time; {BackfillSettings().lookahead} windows are "
+        help=f"blocks checked and written at a time; {WINDOWS_HELD} windows are "
         f"held in memory (default: {DEFAULT_WINDOW})",
     )
     p.add_argument(

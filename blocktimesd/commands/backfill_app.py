@@ -16,8 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from blocktimesd.aio.chain import ChainReader
+from blocktimesd.aio.pool import MAX_CONNECTIONS, RpcPool
 from blocktimesd.aio.preflight import NodeExpectations, Preflight
-from blocktimesd.aio.rpc import RpcClient, RpcSettings
+from blocktimesd.aio.rpc import RpcClient, RpcObserver, RpcSettings
 from blocktimesd.backfill.engine import Backfill, BackfillSettings, ChainResult
 from blocktimesd.backfill.mapping import ConsensusMap
 from blocktimesd.backfill.reads import best_number, retrying
@@ -82,6 +83,18 @@ class _Run:
         await client.start(wait=CONNECT_WAIT_S)
         return client, preflight
 
+    def pool(self, client: RpcClient, chain: ChainConfig) -> RpcPool:
+        """The connections the blocks are fetched over: ``--connections``, or probed.
+        Each one more runs the preflight too (it may go to another endpoint)."""
+        expect = NodeExpectations(chain.expected_chain_name, chain.expected_genesis_hash)
+
+        def make(settings: RpcSettings, observer: RpcObserver) -> RpcClient:
+            preflight = Preflight(expect, chain.chain)
+            return RpcClient(settings, chain.chain, on_connect=preflight, observer=observer)
+
+        size: int | None = self.args.connections
+        return RpcPool(client, make, size=size, cap=size or MAX_CONNECTIONS)
+
     async def span(self, engine: Backfill, chain: str, tip: int) -> Span | None:
         """The blocks asked for (None: none lies between two date-times)."""
         ends = self.ends
@@ -129,6 +142,7 @@ class _Run:
                 settings.attempts,
             )
             consensus = ConsensusMap(consensus_client, best - job.consensus.k)
+        pool = self.pool(client, chain)
         engine = Backfill(
             reader,
             chain.chain,
@@ -140,6 +154,7 @@ class _Run:
             consensus=consensus,
             progress=_progress,
             retry=self.retry,
+            fetch_client=pool,
         )
         self.engine = engine
         if self.args.storage == "range" and not preflight.info.unsafe_allowed:
@@ -149,7 +164,11 @@ class _Run:
         span = await self.span(engine, chain.chain, await engine.tip())
         if span is None:
             return ChainResult(chain.chain, None)
-        return await engine.run(span)
+        try:
+            await pool.start()
+            return await engine.run(span)
+        finally:
+            await pool.close()
 
     async def close(self) -> None:
         for client in self.clients:

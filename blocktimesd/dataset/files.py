@@ -24,12 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
-
+# pyarrow (about 150 ms to import) is imported by the functions that read or write
+# Parquet, so that a command sends its first request before paying for it.
 from blocktimesd.dataset.layout import LOCK_NAME, ROWS, new_token, temp_name
 from blocktimesd.dataset.records import ReorgRecord, Row
 from blocktimesd.dataset.rotation import Batch
-from blocktimesd.dataset.schema import REORG_SCHEMA, ROW_SCHEMA, encode, to_table
 from blocktimesd.errors import (
     DataDirInUse,
     DataDirUnusable,
@@ -119,6 +118,8 @@ class Files:
             os.close(fd)
 
     def read_table(self, path: Path) -> Any:
+        import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
+
         with pq.ParquetFile(path) as parquet:
             return parquet.read()
 
@@ -188,6 +189,8 @@ class WriteFile:
         directory = data_dir / self.batch.partition.path
         if self.published is None:
             if self.data is None:
+                from blocktimesd.dataset.schema import REORG_SCHEMA, ROW_SCHEMA, encode, to_table
+
                 schema = ROW_SCHEMA if self.batch.partition.dataset == ROWS else REORG_SCHEMA
                 self.data = encode(to_table(self.batch.items, schema), row_group_rows)
             files.makedirs(directory)

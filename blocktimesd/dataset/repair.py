@@ -17,13 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
-import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
-
+# pyarrow (about 150 ms to import) is imported by the functions that read or write
+# Parquet, so that a command sends its first request before paying for it.
 from blocktimesd.dataset.files import Files
 from blocktimesd.dataset.layout import file_name, new_token
 from blocktimesd.dataset.scan import DataFile, chain_files, inspect_data_file, invalid_files
-from blocktimesd.dataset.schema import ROW_SCHEMA, encode
 
 __all__ = ["Repair", "apply", "doomed", "plan"]
 
@@ -97,6 +95,9 @@ def _rows_before(path: Path, number: int, data_dir: Path, files: Files) -> tuple
     A file that cannot be trusted stops the repair (fatal) before any file is removed;
     a filesystem error is raised as it is, to be retried like any write.
     """
+    import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
+    import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
+
     if (problem := inspect_data_file(path)) is not None:
         raise invalid_files([(path, problem)], data_dir)
     try:
@@ -115,6 +116,10 @@ def _write_survivors(
     directory: Path, kept: Any, files: Files, row_group_rows: int
 ) -> tuple[Path, Path]:
     """Write ``kept`` to a temp file beside its final name; (temp, final)."""
+    import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
+
+    from blocktimesd.dataset.schema import ROW_SCHEMA, encode
+
     numbers = kept["block_number"]
     first, last = pc.min(numbers).as_py(), pc.max(numbers).as_py()
     target = directory / file_name(first, last, new_token())

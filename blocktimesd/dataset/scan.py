@@ -28,10 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
-import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
-import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
-
+# pyarrow (about 150 ms to import) is imported by the functions that read or write
+# Parquet, so that a command sends its first request before paying for it.
 from blocktimesd.core.ranges import Span, merge, runs
 from blocktimesd.dataset.files import naming, read_error
 from blocktimesd.dataset.layout import (
@@ -127,6 +125,9 @@ def last_durable_row(data_dir: Path | str, chain: str) -> Row | None:
     :class:`InvalidDataFile`), and only its last row group is read.  Temp files and
     strangers are ignored.
     """
+    import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
+    import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
+
     data_dir = Path(data_dir)
     spans = _named_files(data_dir, chain)
     if not spans:
@@ -148,6 +149,8 @@ def durable_tail(data_dir: Path | str, chain: str, count: int) -> list[Row]:
     :func:`last_durable_row`; used on resume to find where the dataset and the node's
     canonical chain last agree.
     """
+    import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
+
     data_dir = Path(data_dir)
     rows: list[Row] = []
     files = _named_files(data_dir, chain)
@@ -170,6 +173,9 @@ def durable_runs(data_dir: Path | str, chain: str, span: Span) -> list[Span]:
     A file whose row count equals its name's block range is gap-free and costs a footer
     read; only other files have their ``block_number`` column read.
     """
+    import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
+    import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
+
     paths = _files_over(Path(data_dir), chain, span)
     # A truncated or foreign file is named in one clear error (InvalidDataFile), not
     # met as a pyarrow traceback halfway through the walk.
@@ -282,6 +288,9 @@ def inspect_data_file(path: Path) -> str | None:
     Raises :class:`OSError` (with an errno) when the filesystem fails; a file that is
     not Parquet, is truncated or disagrees with its name is a problem, not an error.
     """
+    import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
+    import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
+
     span = parse_file_name(path.name)
     if span is None:
         return "its name is not part-<first>-<last>-<token>.parquet (the daemon ignores it)"
@@ -302,6 +311,9 @@ def inspect_data_file(path: Path) -> str | None:
 
 def _block_range(path: Path, meta: Any, column: int) -> tuple[int | None, int | None]:
     """The lowest and highest block_number: from the statistics, else from the column."""
+    import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
+    import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
+
     lows: list[int] = []
     highs: list[int] = []
     for index in range(meta.num_row_groups):
@@ -336,6 +348,8 @@ def invalid_files(bad: Sequence[tuple[Path, str]], data_dir: Path) -> InvalidDat
 @contextlib.contextmanager
 def _reading(path: Path, data_dir: Path) -> Iterator[None]:
     """Turn the errors of reading a data file into :class:`StorageError`\\ s."""
+    import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
+
     try:
         yield
     except OSError as exc:

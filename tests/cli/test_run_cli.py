@@ -145,6 +145,33 @@ def test_a_command_module_imports_its_engine_only_to_run(command: str) -> None:
     assert out.splitlines()[-1] == "[]"
 
 
+def test_the_backfill_parser_loads_no_engine() -> None:
+    """Building the backfill parser (which its --help and every usage error do) loads no
+    engine either."""
+    code = (
+        "import sys; from blocktimesd.cli import build_parser; build_parser(['backfill'])\n"
+        f"print([m for m in {_ENGINES!r} if m in sys.modules])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.splitlines()[-1] == "[]"
+
+
+def test_the_backfill_help_tells_the_engine_s_lookahead() -> None:
+    from blocktimesd.backfill.engine import BackfillSettings
+    from blocktimesd.commands.backfill import WINDOWS_HELD
+
+    assert BackfillSettings().lookahead == WINDOWS_HELD
+
+
+def test_the_backfill_help_tells_the_pool_s_cap() -> None:
+    from blocktimesd.aio.pool import MAX_CONNECTIONS as CAP
+    from blocktimesd.commands.backfill import MAX_CONNECTIONS
+
+    assert MAX_CONNECTIONS == CAP
+
+
 def test_a_bad_run_flag_is_named_as_typed(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--metrics-addr", "nowhere", "--consensus-rpc", "http://x"]) == 2
     err = capsys.readouterr().err

@@ -1,0 +1,410 @@
+"""Several connections to one chain, behind the ``call``/``call_many`` of one client.
+
+A node serves only so many messages at a time per connection (a Substrate node 64: past
+them it stops reading the connection), so on a distant node one connection caps a
+backfill at about ``64 / round trip`` calls per second.  :class:`RpcPool` spreads the
+calls over several :class:`~blocktimesd.aio.rpc.RpcClient` instances (each a connection
+of its own, with the client's retry, timeout, failover and in-flight cap), each call
+(or list of calls, kept together and in order) to the member with the fewest calls
+outstanding.  Members go to the configured endpoints in turn.
+
+How many: a fixed number, or found by probing while the calls flow.  Every interval the
+pool reads how many messages its connections settled and their mean round trip (from
+the send, so the wait for a slot does not count).  While calls queue behind every
+connection's cap, it doubles (up to the cap) and, once the calls queued before are
+answered, judges the next interval: the new connections stay if the messages answered
+per second rose (by ``_GAIN``) and the round trip did not grow (past ``_SLOWER``: the
+node is saturated); otherwise they are closed and the size is settled.  A process
+that keeps a core busy (a nearby node) does not probe: only the round trip gains from
+more connections.  The node's answers cap the pool too: a connection refused (HTTP
+429 past the node's connection limit, or any other failure to connect), a connection
+that stays down, or a rate-limit error shrink it, never below one member; the first
+member is the client the caller owns and is never closed here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from blocktimesd.aio.rpc import RpcClient, RpcObserver, RpcSettings
+from blocktimesd.core.redact import redact_url
+from blocktimesd.errors import RpcError
+
+__all__ = ["MAX_CONNECTIONS", "Caller", "RpcPool"]
+
+log = logging.getLogger(__name__)
+
+MAX_CONNECTIONS = 8  # probing stops here; a public node would see us as a flood
+_GAIN = 1.15  # a connection stays if calls per second rose at least this much
+_SLOWER = 1.25  # ... and the time per list of calls grew at most this much
+_BUSY = 0.7  # a process using more of a core than this does not probe further
+_MIN_CALLS = 64  # an interval with fewer answers says nothing about the pool
+_DRAIN_TICKS = 50  # the most fifths of a tick waited for calls queued before a new connection
+_DOWN_TICKS = 4  # monitor ticks a connection may stay down before it leaves the pool
+_RATE_LIMITED = frozenset({-32029, 429})  # jsonrpsee's "too many requests", gateways' 429
+
+
+class Caller(Protocol):
+    """What the backfill asks of a client: one :class:`RpcClient` or an :class:`RpcPool`."""
+
+    @property
+    def settings(self) -> RpcSettings: ...
+
+    @property
+    def shown_endpoint(self) -> str | None: ...
+
+    async def call(self, method: str, *params: Any, timeout: float | None = None) -> Any: ...
+
+    async def call_many(
+        self,
+        calls: Sequence[tuple[str, list[Any]]],
+        timeout: float | None = None,
+        batch_size: int | None = None,
+    ) -> list[Any]: ...
+
+
+class _Member:
+    """One connection of the pool and what it is doing."""
+
+    __slots__ = ("client", "down", "idle", "index", "limited", "outstanding", "seen")
+
+    def __init__(self, client: RpcClient, index: int = 0) -> None:
+        self.client = client
+        self.seen = client.settled  # (messages, seconds) when the monitor last looked
+        self.limited = ""  # the node's last rate-limit error here, until the monitor acts
+        self.index = index  # in the order the pool opened its connections
+        self.outstanding = 0  # calls sent to it and not answered yet
+        self.idle = asyncio.Event()  # set while nothing is outstanding
+        self.idle.set()
+        self.down = 0  # monitor ticks in a row it was not connected
+
+    def leave(self, count: int) -> None:
+        self.outstanding -= count
+        if not self.outstanding:
+            self.idle.set()
+
+    def take(self) -> tuple[int, float]:
+        """Messages settled and their seconds since the last take."""
+        now = self.client.settled
+        seen, self.seen = self.seen, now
+        return now[0] - seen[0], now[1] - seen[1]
+
+
+class _Refusals:
+    """The observer of one more connection's client: the pool gives up at the first
+    failed attempt instead of letting the client back off and try again."""
+
+    __slots__ = ("failed", "reason")
+
+    def __init__(self) -> None:
+        self.failed = asyncio.Event()
+        self.reason = ""
+
+    def request_done(self, method: str, outcome: str, seconds: float) -> None:
+        pass
+
+    def reconnected(self, endpoint: str) -> None:
+        pass
+
+    def connect_failed(self, endpoint: str, reason: str) -> None:
+        self.reason = f"{redact_url(endpoint)}: {reason}"
+        self.failed.set()
+
+    def dropped(self, endpoint: str, reason: str) -> None:
+        pass
+
+
+MakeClient = Callable[[RpcSettings, RpcObserver], RpcClient]
+
+
+class RpcPool:
+    """Up to ``size`` connections to ``first``'s chain (``None``: probe, up to ``cap``).
+
+    ``make(settings, observer)`` builds an unstarted client for one
+    more connection (the caller gives it its preflight).  :meth:`start` and
+    :meth:`close` bracket the pool's use; ``first`` stays the caller's to close.
+    """
+
+    def __init__(
+        self,
+        first: RpcClient,
+        make: MakeClient,
+        *,
+        size: int | None = None,
+        cap: int = MAX_CONNECTIONS,
+        interval: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+        cpu_clock: Callable[[], float] = time.process_time,
+    ) -> None:
+        if (size is not None and size < 1) or cap < 1:
+            raise ValueError("size and cap must be at least 1")
+        self.first = first
+        self.chain = first.chain
+        self._make = make
+        self.size = size
+        self.cap = size if size is not None else cap
+        self._probing = size is None
+        self._interval = interval
+        self._clock = clock
+        self._cpu_clock = cpu_clock
+        self._cpu_since = 0.0
+        self._members = [_Member(first)]
+        self._opened = 0  # members made so far: the next goes to the next endpoint
+        self._closing: set[asyncio.Task[None]] = set()
+        self._monitor: asyncio.Task[None] | None = None
+        self._busy = asyncio.Event()  # set by the first call: probing measures from then
+        self._since = 0.0  # when the monitor last took the meters
+        self.served: list[int] = [0]  # calls sent to each member, by opening order
+        self.peak = 1  # the most connections used at once
+        self._done = 0  # calls answered (their lists done) so far
+
+    # -- the client interface -----------------------------------------------------------------
+
+    @property
+    def settings(self) -> RpcSettings:
+        return self.first.settings
+
+    @property
+    def shown_endpoint(self) -> str | None:
+        return self.first.shown_endpoint
+
+    @property
+    def connections(self) -> int:
+        """How many connections the pool uses now."""
+        return len(self._members)
+
+    async def call(self, method: str, *params: Any, timeout: float | None = None) -> Any:
+        member = self._pick(1)
+        try:
+            return await member.client.call(method, *params, timeout=timeout)
+        except RpcError as exc:
+            if exc.code in _RATE_LIMITED:
+                member.limited = str(exc)
+            raise
+        finally:
+            member.leave(1)
+            self._done += 1
+
+    async def call_many(
+        self,
+        calls: Sequence[tuple[str, list[Any]]],
+        timeout: float | None = None,
+        batch_size: int | None = None,
+    ) -> list[Any]:
+        count = len(calls)
+        member = self._pick(count)
+        try:
+            answers = await member.client.call_many(calls, timeout, batch_size)
+        finally:
+            member.leave(count)
+            self._done += count
+        for answer in answers:
+            if type(answer) is RpcError and answer.code in _RATE_LIMITED:
+                member.limited = str(answer)
+                break
+        return answers
+
+    def _pick(self, count: int) -> _Member:
+        """The connected member with the fewest calls outstanding (the first when none
+        is connected: it waits for its connection as a lone client would)."""
+        members = self._members
+        best = members[0]
+        if len(members) > 1:
+            found: _Member | None = None
+            for member in members:
+                if member.client.ready and (
+                    found is None or member.outstanding < found.outstanding
+                ):
+                    found = member
+            best = found or best
+        best.outstanding += count
+        best.idle.clear()
+        self.served[best.index] += count
+        self._busy.set()
+        return best
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the fixed number of connections (refused ones lower it), then watch them."""
+        if self.size is not None:
+            await asyncio.gather(*(self._grow() for _ in range(self.size - 1)))
+            log.info("%s: fetching over %d connection(s)", self.chain, len(self._members))
+        if self._monitor is None:
+            self._monitor = asyncio.create_task(self._watch(), name=f"rpc-pool-{self.chain}")
+
+    async def close(self) -> None:
+        """Close the connections the pool opened (not the first)."""
+        task, self._monitor = self._monitor, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task})
+        for member in self._members[1:]:
+            self._closing.add(asyncio.ensure_future(member.client.close()))
+        del self._members[1:]
+        if self._closing:
+            await asyncio.wait(self._closing)
+
+    async def _grow(self) -> bool:
+        """One more connection; False (and the cap lowered) when the node refuses it."""
+        endpoints = self.settings.endpoints
+        self._opened += 1
+        turn = self._opened % len(endpoints)
+        settings = dataclasses.replace(self.settings, endpoints=endpoints[turn:] + endpoints[:turn])
+        refusals = _Refusals()
+        client = self._make(settings, refusals)
+        await client.start()
+        ready = asyncio.ensure_future(client.wait_ready())
+        failed = asyncio.ensure_future(refusals.failed.wait())
+        try:
+            await asyncio.wait(
+                {ready, failed},
+                timeout=settings.connect_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            for task in (ready, failed):
+                task.cancel()
+            await asyncio.wait({ready, failed})
+        if not client.ready:
+            await client.close()
+            self.cap = max(1, min(self.cap, len(self._members)))
+            log.info(
+                "%s: one more connection was refused (%s); the pool stays at %d",
+                self.chain, refusals.reason or "not ready in time", len(self._members),
+            )  # fmt: skip
+            return False
+        member = _Member(client, len(self.served))
+        self.served.append(0)
+        self._members.append(member)
+        self.peak = max(self.peak, len(self._members))
+        return True
+
+    def _shrink(self, member: _Member, why: str) -> None:
+        """Stop using ``member`` and lower the cap; the first member stays (the newest
+        goes in its place).  A member leaves once its calls are answered.  ``why`` is
+        logged, unless empty (the caller says it)."""
+        members = self._members
+        if member is members[0]:
+            if len(members) == 1:
+                return
+            member = members[-1]
+        if member not in members:
+            return
+        members.remove(member)
+        self.cap = len(members)
+        if why:
+            log.info("%s: %s; the pool shrinks to %d connection(s)", self.chain, why, len(members))
+        task = asyncio.ensure_future(self._retire(member))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _retire(self, member: _Member) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(member.idle.wait(), self.settings.request_timeout)
+        await member.client.close()
+
+    # -- probing and health -------------------------------------------------------------------
+
+    def _take(self) -> tuple[float, float, float] | None:
+        """Messages answered per second, their mean round trip, and the share of a
+        core this process used, since the last take; None when too few messages were
+        answered to judge."""
+        calls, seconds = 0, 0.0
+        for member in self._members:
+            taken = member.take()
+            calls += taken[0]
+            seconds += taken[1]
+        now, cpu = self._clock(), self._cpu_clock()
+        elapsed, self._since = now - self._since, now
+        used, self._cpu_since = cpu - self._cpu_since, cpu
+        if calls < _MIN_CALLS or elapsed <= 0:
+            return None
+        return calls / elapsed, seconds / calls, used / elapsed
+
+    def _saturated(self) -> bool:
+        """Calls wait behind every connection's in-flight cap: more connections may help."""
+        limit = self.settings.max_inflight
+        return all(m.outstanding > limit for m in self._members)
+
+    async def _watch(self) -> None:
+        await self._busy.wait()
+        self._take()  # what came before the calls flowed says nothing
+        before: tuple[float, float, float] | None = None  # _take() at this size
+        added = 0  # connections added in the last step, on trial
+        while True:
+            await asyncio.sleep(self._interval)
+            self._check_health()
+            now = self._take()
+            if not self._probing or now is None:
+                continue
+            log.debug(
+                "%s: %d connection(s) answer %.0f messages/s, round trip %.1f ms",
+                self.chain, len(self._members), now[0], now[1] * 1000,
+            )  # fmt: skip
+            if added and before is not None:
+                if now[0] < before[0] * _GAIN or now[1] > before[1] * _SLOWER:
+                    for member in self._members[-added:]:
+                        self._shrink(member, "")
+                    log.info(
+                        "%s: %d connections answer %.0f messages/s in %.1f ms, %d answered "
+                        "%.0f in %.1f ms: back to %d",
+                        self.chain, len(self._members) + added, now[0], now[1] * 1000,
+                        len(self._members), before[0], before[1] * 1000, len(self._members),
+                    )  # fmt: skip
+                    self._probing = False
+                    continue
+                log.info(
+                    "%s: %d connections answer %.0f messages/s (%d: %.0f)",
+                    self.chain, len(self._members), now[0],
+                    len(self._members) - added, before[0],
+                )  # fmt: skip
+            before, added = now, 0
+            size = len(self._members)
+            if size >= self.cap or not self._saturated():
+                continue
+            if now[2] > _BUSY:
+                # The process, not the connections, is the limit (a nearby node): one
+                # more connection would only cost its preflight.
+                log.debug("%s: the process is busy (%.0f%% of a core)", self.chain, now[2] * 100)
+                self._probing = False
+                continue
+            # Double the pool (up to the cap): few steps to a distant node's best.
+            backlog, done = sum(m.outstanding for m in self._members), self._done
+            grown = await asyncio.gather(*(self._grow() for _ in range(min(size, self.cap - size))))
+            added = sum(grown)
+            if not added:
+                self._probing = False
+                continue
+            await self._drain(done + backlog)
+            self._take()  # measure the new size from now on
+
+    async def _drain(self, done: int) -> None:
+        """Wait until the calls queued behind the older connections when more came are
+        answered (at most ``_DRAIN_TICKS`` ticks): only the calls sent since are spread
+        over the new size."""
+        for _ in range(_DRAIN_TICKS):
+            await asyncio.sleep(self._interval / 5)
+            if self._done >= done:
+                return
+
+    def _check_health(self) -> None:
+        """A member rate-limited by the node leaves the pool; so does one that stays
+        down (``_DOWN_TICKS`` ticks; one the node dropped and the client connects
+        again at once stays)."""
+        for member in list(self._members):
+            if member.limited:
+                self._shrink(member, f"the node limits our rate ({member.limited})")
+                member.limited = ""
+                return
+        for member in self._members[1:]:
+            member.down = 0 if member.client.ready else member.down + 1
+            if member.down >= _DOWN_TICKS:
+                self._shrink(member, "a connection stays down")
+                return
