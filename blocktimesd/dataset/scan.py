@@ -125,13 +125,13 @@ def last_durable_row(data_dir: Path | str, chain: str) -> Row | None:
     :class:`InvalidDataFile`), and only its last row group is read.  Temp files and
     strangers are ignored.
     """
-    import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
-    import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
-
     data_dir = Path(data_dir)
     spans = _named_files(data_dir, chain)
     if not spans:
         return None
+    import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
+    import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
+
     span, path = max(spans, key=lambda found: found[0].last)
     check_data_files([path], data_dir)
     with _reading(path, data_dir), pq.ParquetFile(path) as parquet:
@@ -149,11 +149,13 @@ def durable_tail(data_dir: Path | str, chain: str, count: int) -> list[Row]:
     :func:`last_durable_row`; used on resume to find where the dataset and the node's
     canonical chain last agree.
     """
-    import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
-
     data_dir = Path(data_dir)
     rows: list[Row] = []
     files = _named_files(data_dir, chain)
+    if not files:
+        return rows
+    import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
+
     for _, path in sorted(files, key=lambda found: found[0].last, reverse=True):
         check_data_files([path], data_dir)
         with _reading(path, data_dir):
@@ -173,10 +175,12 @@ def durable_runs(data_dir: Path | str, chain: str, span: Span) -> list[Span]:
     A file whose row count equals its name's block range is gap-free and costs a footer
     read; only other files have their ``block_number`` column read.
     """
+    paths = _files_over(Path(data_dir), chain, span)
+    if not paths:
+        return []
     import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
     import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 
-    paths = _files_over(Path(data_dir), chain, span)
     # A truncated or foreign file is named in one clear error (InvalidDataFile), not
     # met as a pyarrow traceback halfway through the walk.
     check_data_files([path for path, _ in paths], Path(data_dir))
