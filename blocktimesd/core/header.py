@@ -219,7 +219,7 @@ def _encoded_size(item: DigestItem) -> int:
         return 1
     size = len(item.payload)
     head = 5 if item.kind in _WITH_ENGINE else 1
-    return head + (1 if size < 1 << 6 else 2 if size < 1 << 14 else len(scale.compact(size))) + size
+    return head + len(scale.compact(size)) + size
 
 
 def _hash32(text: Any, what: str) -> bytes:
