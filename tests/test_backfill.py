@@ -241,11 +241,20 @@ async def test_date_times_resolve_to_blocks(tmp_path: Path, env: pytest.MonkeyPa
 
 
 class FlakyFetcher(BlockFetcher):
-    """Blocks 150..160 always fail with a transient node error."""
+    """Fetches over blocks 150..160 fail with ``error``: the first ``failures`` of them
+    (``None``: all)."""
+
+    error: Exception = RpcError(-32603, "Internal error", "injected")  # transient
+    failures: int | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.failed = 0
 
     async def _fetch_chunk(self, first: int, last: int, **kwargs: Any) -> Any:
-        if first <= 160 and last >= 150:
-            raise RpcError(-32603, "Internal error", "injected")
+        if first <= 160 and last >= 150 and (self.failures is None or self.failed < self.failures):
+            self.failed += 1
+            raise self.error
         return await super()._fetch_chunk(first, last, **kwargs)
 
 
@@ -261,7 +270,18 @@ class RecordingRng(random.Random):
         return a
 
 
-async def test_failed_windows_are_retried_then_listed(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("error", "kind", "tries"),
+    [
+        (MalformedAnswer("injected: a header that is not one"), "node fault", 3),
+        (RpcError(-32603, "Internal error", "injected"), "transient error", 5),
+    ],
+)
+async def test_failed_windows_are_retried_then_listed(
+    tmp_path: Path, error: Exception, kind: str, tries: int
+) -> None:
+    """Node faults and transient errors each have their own bound (3 and 5 here): a
+    window is fetched that many times, with the policy's delays, then listed."""
     devnet = Devnet(dataclasses.replace(PARAMS, history=300))
     rng = RecordingRng()
     async with devnet as urls:
@@ -271,19 +291,55 @@ async def test_failed_windows_are_retried_then_listed(tmp_path: Path) -> None:
             reader = ChainReader(client, ChainKind.CONSENSUS, "consensus")
             engine = Backfill(
                 reader, "consensus", K, writer, tmp_path,
-                settings=BackfillSettings(window=50, blocks_per_task=25, attempts=3),
-                retry=RetryPolicy(initial=0.02, cap=0.03, rng=rng),
+                settings=BackfillSettings(
+                    window=50, blocks_per_task=25, attempts=3, transient_attempts=5
+                ),
+                retry=RetryPolicy(initial=0.02, cap=0.08, rng=rng),
             )  # fmt: skip
-            engine.fetcher = FlakyFetcher(client, "consensus", blocks_per_task=25,
-                                          query_storage=engine.query_storage)  # fmt: skip
+            fetcher = FlakyFetcher(client, "consensus", blocks_per_task=25,
+                                   query_storage=engine.query_storage)  # fmt: skip
+            fetcher.error = error
+            engine.fetcher = fetcher
             result = await engine.run(Span(1, 250))
     assert result.failed == (Span(101, 200),)
     assert "FAILED blocks: 101-200" in summary(result)
-    # Two windows (101-150, 151-200), each fetched 3 times: 2 waits each, with the
-    # policy's jitter and cap.
-    assert rng.asked == [(0.01, 0.02), (0.015, 0.03)] * 2
+    assert len(result.errors) == 2
+    assert all(f"({tries} tries: " in line for line in result.errors)
+    assert all(f"{tries} {kind}(s) of {tries} allowed" in line for line in result.errors)
+    # Two windows (101-150, 151-200), each fetched ``tries`` times: ``tries - 1`` waits
+    # each, with the policy's jitter, doubling up to the cap.
+    waits = [(0.01, 0.02), (0.02, 0.04), (0.04, 0.08), (0.04, 0.08)][: tries - 1]
+    assert rng.asked == waits * 2
     numbers = check_no_duplicates(tmp_path, "consensus")
     assert numbers == [*range(1, 101), *range(201, 251)]
+    check_consensus(read_rows(tmp_path, "consensus"), devnet.network)
+
+
+async def test_transient_errors_beyond_the_node_fault_bound_are_ridden_out(
+    tmp_path: Path,
+) -> None:
+    """A node that fails the fetches over blocks 150..160 eight times with a transient
+    error (so one of the two windows over them at least four times: more than the 3
+    node faults allowed) loses no block."""
+    devnet = Devnet(dataclasses.replace(PARAMS, history=300))
+    async with devnet as urls:
+        settings = RpcSettings(endpoints=(urls.consensus,), max_inflight=16)
+        async with RpcClient(settings, "consensus") as client, ParquetWriter(tmp_path) as writer:
+            await client.wait_ready(10)
+            reader = ChainReader(client, ChainKind.CONSENSUS, "consensus")
+            engine = Backfill(
+                reader, "consensus", K, writer, tmp_path,
+                settings=BackfillSettings(window=50, blocks_per_task=25, attempts=3),
+                retry=RetryPolicy(initial=0.01, cap=0.02),
+            )  # fmt: skip
+            fetcher = FlakyFetcher(client, "consensus", blocks_per_task=25,
+                                   query_storage=engine.query_storage)  # fmt: skip
+            fetcher.failures = 8
+            engine.fetcher = fetcher
+            result = await engine.run(Span(1, 250))
+    assert result.failed == ()
+    assert fetcher.failed == 8
+    assert check_no_duplicates(tmp_path, "consensus") == list(range(1, 251))
     check_consensus(read_rows(tmp_path, "consensus"), devnet.network)
 
 

@@ -3,7 +3,8 @@ must stop: against the simulated network, with the consensus node's answers (and
 headers without an ``RGTR`` item, the domain's fetched blocks) altered by small fakes.
 
 Every expectation is computed here from the simulator's own chains: which domain block
-names which consensus block, and what the fakes were told to hide.
+names which consensus block, and what the fakes were told to hide.  The nodes misbehave
+meanwhile, several ways at once (:data:`FAULTS`): errors, dropped connections, jitter.
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ from blocktimesd.dataset.records import Unmapped
 from blocktimesd.dataset.writer import ParquetWriter
 from blocktimesd.devnet.app import Devnet
 from blocktimesd.devnet.chain import Block as SimBlock
-from blocktimesd.devnet.params import ChainParams
+from blocktimesd.devnet.params import ChainParams, FaultParams
+from blocktimesd.errors import RetryPolicy
 
 K = 20
 PARAMS = ChainParams(seed=11, history=500, fork_rate=0.3, stall_every_s=0)
+FAULTS = FaultParams(error_rate=0.01, drop_connections_every_s=0.5, latency_jitter_ms=2)
 DOMAIN = "auto-evm"
 OTHER_HASH = "0x" + "ee" * 32  # a canonical hash no block of the network has
 
@@ -104,7 +107,7 @@ class Network:
 
 @asynccontextmanager
 async def network() -> AsyncIterator[Network]:
-    devnet = Devnet(PARAMS)
+    devnet = Devnet(PARAMS, FAULTS)
     async with devnet as urls:
         consensus = RpcClient(RpcSettings(endpoints=(urls.consensus,)), "consensus")
         domain = RpcClient(RpcSettings(endpoints=(urls.domain,)), DOMAIN)
@@ -128,6 +131,7 @@ async def backfill(
         engine = Backfill(
             reader, DOMAIN, K, writer, data, consensus=consensus,
             settings=BackfillSettings(window=window, blocks_per_task=16),
+            retry=RetryPolicy(initial=0.05, cap=0.5),
         )  # fmt: skip
         fetcher = DigestlessFetcher(
             net.domain, DOMAIN, blocks_per_task=16, query_storage=engine.query_storage

@@ -40,6 +40,7 @@ from blocktimesd.aio.pool import Caller
 from blocktimesd.backfill.fetch import Block, BlockFetcher, Landing, Reorged
 from blocktimesd.backfill.mapping import ConsensusMap, Mapped, map_source
 from blocktimesd.backfill.reads import (
+    Tries,
     best_number,
     block_at_time,
     choose_batch_size,
@@ -69,14 +70,25 @@ class BackfillSettings:
     window: int = 4096  # blocks turned into rows at a time
     blocks_per_task: int = 256  # numbers per chain_getBlockHash list (and state_queryStorage)
     lookahead: int = 3  # windows fetched at once, the oldest being written
-    # Fetches of a window before its blocks are reported as failed, and tries of each
-    # start-up question (the tip, a date-time's block, the runtime) before the run ends.
+    # Node faults (wrong or malformed answers) in the fetches of a window before its
+    # blocks are reported as failed, and in the tries of each start-up question (the
+    # tip, a date-time's block, the runtime) before the run ends.
     attempts: int = 3
+    # The same bound for transient errors (dropped connections, timeouts, a busy node):
+    # with the retry policy's delays (capped at 30 s) about 4 minutes of a failing node.
+    transient_attempts: int = 12
     query_storage: bool | None = None  # None: state_queryStorage when the node allows it
 
     def __post_init__(self) -> None:
-        if min(self.window, self.blocks_per_task, self.lookahead, self.attempts) < 1:
-            raise ValueError("window, blocks_per_task, lookahead and attempts must be >= 1")
+        bounds = (self.window, self.blocks_per_task, self.lookahead, self.attempts)
+        if min(*bounds, self.transient_attempts) < 1:
+            raise ValueError(
+                "window, blocks_per_task, lookahead, attempts and transient_attempts must be >= 1"
+            )
+
+    def tries(self) -> Tries:
+        """A fresh count of tries for one request."""
+        return Tries(self.attempts, self.transient_attempts)
 
 
 class BackfillSink(Protocol):
@@ -161,9 +173,8 @@ class Backfill:
         self._skipped = 0
 
     async def _retrying(self, what: str, call: Callable[[], Awaitable[_T]]) -> _T:
-        return await retrying(
-            call, what, self.client, self.chain, self.retry, self.settings.attempts
-        )
+        tries = self.settings.tries()
+        return await retrying(call, what, self.client, self.chain, self.retry, tries)
 
     async def tip(self) -> int:
         """The number of the node's best block."""
@@ -306,34 +317,30 @@ class Backfill:
 
     async def _write_window(self, window: Span, fetched: list[Block] | BaseException) -> bool:
         """Turn one window into rows, fetching it again after a node fault or a transient
-        error (at most ``attempts`` fetches, with the retry policy's delays), then listing
-        it as failed; a fatal error ends the run.  False when the backfill must stop here
-        (domain blocks not yet confirmable)."""
-        attempts = self.settings.attempts
+        error (bounded by :meth:`BackfillSettings.tries`, with the retry policy's delays),
+        then listing it as failed; a fatal error ends the run.  False when the backfill
+        must stop here (domain blocks not yet confirmable)."""
+        tries = self.settings.tries()
         delays = self.retry.delays()
-        attempt = 1
         while True:
             try:
                 if isinstance(fetched, BaseException):
                     raise fetched
                 return await self._emit(window, fetched)
             except BlocktimesError as exc:
-                if self.retry.classify(exc) is Outcome.FATAL:
+                outcome = self.retry.classify(exc)
+                if outcome is Outcome.FATAL:
                     raise
-                if attempt >= attempts:
-                    error = (
-                        f"blocks {window} failed after {attempts} attempts "
-                        f"({shown(self.client)}): {exc}"
-                    )
+                if tries.failed(outcome):
+                    error = f"blocks {window} failed ({tries.spent()}; {shown(self.client)}): {exc}"
                     log.error("%s: %s", self.chain, error)
                     self._failed.append(window)
                     self._errors.append(error)
                     self._tip = None
                     return True
-                attempt += 1
                 log.warning(
-                    "%s: blocks %s (%s): %s; fetching them again (attempt %d of %d)",
-                    self.chain, window, shown(self.client), exc, attempt, attempts,
+                    "%s: blocks %s (%s): %s; fetching them again (try %d)",
+                    self.chain, window, shown(self.client), exc, tries.count + 1,
                 )  # fmt: skip
             await asyncio.sleep(next(delays))
             try:

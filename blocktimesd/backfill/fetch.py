@@ -8,24 +8,29 @@ when the node allows unsafe methods, ``state_queryStorage`` over a range of bloc
 instead.  Every header must hash to the hash it was fetched by and carry the number it
 was fetched at; an answer of the wrong shape is a :class:`MalformedAnswer`, blocks that
 no longer form one chain a :class:`Reorged`: node faults, for the engine to fetch again.
+A transient error (a busy node's answer, a dropped connection) costs only the calls of
+the group it hit: they are sent again in place, a few times, before the window fails.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from operator import itemgetter
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
+from blocktimesd.aio.chain import IN_PLACE_ATTEMPTS, IN_PLACE_RETRY
 from blocktimesd.aio.pool import Caller
 from blocktimesd.backfill.reads import header_of, shown
 from blocktimesd.core import hexfacts
 from blocktimesd.core.ranges import Span
 from blocktimesd.errors import (
+    BlocktimesError,
     DecodeError,
     HashMismatch,
     MalformedAnswer,
     NodeFault,
+    Outcome,
     RpcError,
     pruned_state,
     raise_node_errors,
@@ -35,6 +40,7 @@ __all__ = ["Block", "BlockFetcher", "Landing", "Reorged"]
 
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
 _GROUP_BLOCKS = 16  # the least blocks fetched (and reported) together: see _group_size
+_T = TypeVar("_T")
 
 
 class Reorged(NodeFault):
@@ -138,8 +144,12 @@ class BlockFetcher:
     ) -> list[Block]:
         """Blocks ``first``..``last``; with ``successor``, ``last`` may not exist yet."""
         numbers = list(range(first, last + 1))
-        async with self._gate:
-            hashes = await self.client.call("chain_getBlockHash", numbers)
+
+        async def ask() -> Any:
+            async with self._gate:
+                return await self.client.call("chain_getBlockHash", numbers)
+
+        hashes = await _in_place(ask)
         if not isinstance(hashes, list) or len(hashes) != len(numbers):
             raise MalformedAnswer(
                 f"blocks {first}-{last}: chain_getBlockHash answered {hashes!r:.80}"
@@ -175,8 +185,11 @@ class BlockFetcher:
     async def _fetch_group(
         self, numbers: list[int], hashes: list[str], landing: Landing | None
     ) -> list[Block]:
-        async with self._gate:
-            blocks = await self._fetch_blocks(numbers, hashes)
+        async def fetch() -> list[Block]:
+            async with self._gate:
+                return await self._fetch_blocks(numbers, hashes)
+
+        blocks = await _in_place(fetch)
         if landing is not None:
             landing.add(blocks)
         return blocks
@@ -294,3 +307,17 @@ class BlockFetcher:
                 f"blocks {numbers[0]}-{numbers[-1]}: state_queryStorage answered {sets!r:.120}"
             ) from None
         return out
+
+
+async def _in_place(make: Callable[[], Awaitable[_T]]) -> _T:
+    """``make()``, made again after a transient error, ``IN_PLACE_ATTEMPTS`` times in all
+    with short delays between; other errors, and the last transient one, raise."""
+    delays = IN_PLACE_RETRY.delays()
+    for _ in range(IN_PLACE_ATTEMPTS - 1):
+        try:
+            return await make()
+        except BlocktimesError as exc:
+            if IN_PLACE_RETRY.classify(exc) is not Outcome.TRANSIENT:
+                raise
+        await asyncio.sleep(next(delays))
+    return await make()

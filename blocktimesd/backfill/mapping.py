@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from blocktimesd.aio.chain import call_in_place, call_one_in_place
 from blocktimesd.aio.rpc import RpcClient
 from blocktimesd.backfill.reads import header_of, shown
 from blocktimesd.dataset.records import Unmapped, unmapped_after_lookup, unmapped_before_lookup
@@ -38,10 +39,11 @@ class ConsensusMap:
 
     async def resolve(self, hashes: Sequence[str]) -> dict[str, Mapped]:
         """Each of ``hashes`` (duplicates asked once) mapped: two round trips at most, the
-        headers and then the canonical hashes at their numbers."""
+        headers and then the canonical hashes at their numbers (the reads a busy node
+        fails asked again in place)."""
         unique = list(dict.fromkeys(hashes))
         headers = raise_node_errors(
-            await self.client.call_many([("chain_getHeader", [h]) for h in unique])
+            await call_in_place(self.client, [("chain_getHeader", [h]) for h in unique])
         )
         known = dict(self._numbers(unique, headers))
         canonical = await self._canonical(list(known.values()))
@@ -78,7 +80,7 @@ class ConsensusMap:
         """The node's canonical hash at each of ``numbers``."""
         if not numbers:
             return {}
-        answer = await self.client.call("chain_getBlockHash", numbers)
+        answer = await call_one_in_place(self.client, "chain_getBlockHash", numbers)
         if not isinstance(answer, list) or len(answer) != len(numbers):
             raise MalformedAnswer(
                 f"consensus blocks {numbers[0]}..{numbers[-1]} ({shown(self.client)}): "

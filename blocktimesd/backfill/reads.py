@@ -8,6 +8,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from blocktimesd.aio.pool import Caller
@@ -28,6 +29,7 @@ from blocktimesd.errors import (
 )
 
 __all__ = [
+    "Tries",
     "best_number",
     "block_at_time",
     "choose_batch_size",
@@ -61,33 +63,66 @@ async def best_number(client: RpcClient) -> int:
     return header_of(await client.call("chain_getHeader"))[0]
 
 
+@dataclass(slots=True)
+class Tries:
+    """The tries of one request.  Node faults (wrong or malformed answers, errors that
+    the same node will give again) and transient errors (a dropped connection, a
+    timeout, a busy node) are counted apart, each against its own bound: a node that
+    drops connections every few seconds slows a window down but does not fail it,
+    while three wrong answers do."""
+
+    node_faults: int  # at most this many node faults
+    transient: int  # at most this many transient errors
+    faults_seen: int = 0
+    transient_seen: int = 0
+
+    def failed(self, outcome: Outcome) -> bool:
+        """Count one failure of kind ``outcome``; True when its bound is reached."""
+        if outcome is Outcome.TRANSIENT:
+            self.transient_seen += 1
+            return self.transient_seen >= self.transient
+        self.faults_seen += 1
+        return self.faults_seen >= self.node_faults
+
+    @property
+    def count(self) -> int:
+        """Tries so far: each one failed."""
+        return self.faults_seen + self.transient_seen
+
+    def spent(self) -> str:
+        """What the tries ended on, for an error message."""
+        return (
+            f"{self.count} tries: {self.faults_seen} node fault(s) of {self.node_faults} "
+            f"allowed, {self.transient_seen} transient error(s) of {self.transient} allowed"
+        )
+
+
 async def retrying(
     call: Callable[[], Awaitable[_T]],
     what: str,
     client: RpcClient,
     label: str,
     retry: RetryPolicy,
-    attempts: int,
+    tries: Tries,
 ) -> _T:
-    """``call()``, asked again after a node fault or a transient error (bounded: at most
-    ``attempts`` in all, with the policy's delays); then :class:`ChainStopped` saying
-    what failed, for which chain and where.  A fatal error is raised at once."""
+    """``call()``, asked again after a node fault or a transient error (bounded by
+    ``tries``, with the policy's delays); then :class:`ChainStopped` saying what failed,
+    for which chain and where.  A fatal error is raised at once."""
     delays = retry.delays()
-    attempt = 1
     while True:
         try:
             return await call()
         except BlocktimesError as exc:
-            if retry.classify(exc) is Outcome.FATAL:
+            outcome = retry.classify(exc)
+            if outcome is Outcome.FATAL:
                 raise
-            if attempt >= attempts:
+            if tries.failed(outcome):
                 raise ChainStopped(
-                    f"{label}: {what} failed {attempts} times ({shown(client)}): {exc}"
+                    f"{label}: {what} failed ({tries.spent()}; {shown(client)}): {exc}"
                 ) from exc
-            attempt += 1
             log.warning(
-                "%s: %s failed (%s): %s; asking again (attempt %d of %d)",
-                label, what, shown(client), exc, attempt, attempts,
+                "%s: %s failed (%s): %s; asking again (try %d)",
+                label, what, shown(client), exc, tries.count + 1,
             )  # fmt: skip
             await asyncio.sleep(next(delays))
 

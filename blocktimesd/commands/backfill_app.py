@@ -139,7 +139,7 @@ class _Run:
                 consensus_client,
                 job.consensus.chain,
                 self.retry,
-                settings.attempts,
+                settings.tries(),
             )
             consensus = ConsensusMap(consensus_client, best - job.consensus.k)
         pool = self.pool(client, chain)
