@@ -5,10 +5,18 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable
-from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-__all__ = ["add_dataset_arguments", "data_dir_from", "non_negative", "positive"]
+if TYPE_CHECKING:
+    from blocktimesd.dataset.objects import DataPath
+
+__all__ = [
+    "add_dataset_arguments",
+    "data_dir_from",
+    "non_negative",
+    "positive",
+    "shard_of",
+]
 
 N = TypeVar("N", int, float)
 
@@ -45,10 +53,26 @@ def non_negative(kind: type[N]) -> Callable[[str], N]:
     return parse
 
 
+def shard_of(text: str) -> tuple[int, int]:
+    """An option type: ``I/N``, worker I (1 to N) of N."""
+    index, slash, count = text.partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        i = n = 0
+    if not slash or not 1 <= i <= n:
+        raise argparse.ArgumentTypeError(
+            f"not I/N with 1 <= I <= N: {text!r} (e.g. 1/4 for the first of four workers)"
+        )
+    return i, n
+
+
 def add_dataset_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     """``--data`` and ``--chain``, as ``report`` and ``validate`` take them."""
     parser.add_argument(
-        "--data", metavar="DIR", help="dataset directory (default: $DATA_DIR, else data)"
+        "--data",
+        metavar="DIR",
+        help="dataset directory or s3://bucket/prefix (default: $DATA_DIR, else data)",
     )
     parser.add_argument(
         "--chain",
@@ -58,14 +82,15 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     )
 
 
-def data_dir_from(option: str | None) -> Path:
-    """``--data``, else ``$DATA_DIR``, else ``data`` (as the daemon resolves it)."""
-    from blocktimesd.dataset.layout import not_a_local_directory
+def data_dir_from(option: str | None) -> DataPath:
+    """``--data``, else ``$DATA_DIR``, else ``data`` (as the daemon resolves it): a local
+    directory, or ``s3://bucket/prefix``."""
+    from blocktimesd.dataset.objects import data_location, location_problem
     from blocktimesd.errors import ConfigError
 
     where = "--data" if option else "DATA_DIR"
     location = option or os.environ.get("DATA_DIR") or "data"
-    problem = not_a_local_directory(location)
+    problem = location_problem(location)
     if problem is not None:
         raise ConfigError(f"{where} {location}: {problem}")
-    return Path(location)
+    return data_location(location)

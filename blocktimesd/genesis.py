@@ -10,11 +10,11 @@ start-up error naming both genesis hashes, instead of a resume failure further o
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import orjson
 
 from blocktimesd.core.redact import redact_url
+from blocktimesd.dataset.objects import DataPath, ObjectPath, filesystem
 from blocktimesd.errors import ConfigError, StorageError
 
 __all__ = ["GENESIS_DIR", "check_genesis", "recorded_genesis"]
@@ -22,15 +22,29 @@ __all__ = ["GENESIS_DIR", "check_genesis", "recorded_genesis"]
 GENESIS_DIR = "chains"
 
 
-def _path(data_dir: Path, chain: str) -> Path:
+def _path(data_dir: DataPath, chain: str) -> DataPath:
     return data_dir / GENESIS_DIR / f"{chain}.json"
 
 
-def recorded_genesis(data_dir: Path, chain: str) -> str | None:
+def _read(path: DataPath) -> bytes:
+    if isinstance(path, ObjectPath):
+        with filesystem().open_input_stream(path.key) as stream:
+            data: bytes = stream.read()
+            return data
+    return path.read_bytes()
+
+
+def _write_object(path: ObjectPath, data: bytes) -> None:
+    """An object appears whole: no temp name needed."""
+    with filesystem().open_output_stream(path.key) as out:
+        out.write(data)
+
+
+def recorded_genesis(data_dir: DataPath, chain: str) -> str | None:
     """The genesis hash recorded for ``chain`` in ``data_dir``, if any."""
     path = _path(data_dir, chain)
     try:
-        record = orjson.loads(path.read_bytes())
+        record = orjson.loads(_read(path))
     except FileNotFoundError:
         return None
     except (OSError, orjson.JSONDecodeError) as exc:
@@ -49,7 +63,7 @@ def recorded_genesis(data_dir: Path, chain: str) -> str | None:
     return genesis
 
 
-def check_genesis(data_dir: Path, chain: str, genesis: str, endpoint: str | None) -> bool:
+def check_genesis(data_dir: DataPath, chain: str, genesis: str, endpoint: str | None) -> bool:
     """Raise :class:`ConfigError` if ``data_dir`` holds another chain under ``chain``;
     record ``genesis`` when nothing is recorded yet (returns True then)."""
     recorded = recorded_genesis(data_dir, chain)
@@ -63,11 +77,15 @@ def check_genesis(data_dir: Path, chain: str, genesis: str, endpoint: str | None
             )
         return False
     path = _path(data_dir, chain)
-    temp = path.with_name(f".{path.name}.tmp")
+    record = orjson.dumps({"chain": chain, "genesis_hash": genesis})
     try:
+        if isinstance(path, ObjectPath):
+            _write_object(path, record)
+            return True
+        temp = path.with_name(f".{path.name}.tmp")
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(temp, "wb") as file:
-            file.write(orjson.dumps({"chain": chain, "genesis_hash": genesis}))
+            file.write(record)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temp, path)

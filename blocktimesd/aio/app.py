@@ -75,6 +75,7 @@ class App:
         registry: CollectorRegistry | None = None,
         wall_clock: Callable[[], float] = time.time,
         notifier: SystemdNotifier | None = None,
+        break_lease: bool = False,
     ) -> None:
         self.config = config
         # Default: systemd's, from NOTIFY_SOCKET and WATCHDOG_USEC; a no-op without them.
@@ -98,6 +99,7 @@ class App:
                 checkpoint_s=config.checkpoint_s or None,
             ),
             observer=_WriterMetrics(self.metrics),
+            break_lease=break_lease,
         )
         self.clients: dict[str, RpcClient] = {}
         self.preflights: dict[str, Preflight] = {}

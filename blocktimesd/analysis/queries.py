@@ -4,6 +4,10 @@ Read-only: an in-memory DuckDB reads the Parquet files in place (the daemon may 
 writing beside it; files appear atomically, see ``docs/schema.md``).  The SQL scripts
 in ``scripts/duckdb/`` are run statement by statement, exactly as the DuckDB CLI runs
 them, with their inputs set as DuckDB variables (``SET VARIABLE``).
+
+The dataset may live in S3 (an :class:`~blocktimesd.dataset.objects.ObjectPath`): the
+globs are then ``s3://`` URLs, which a connection reads once :func:`attach` has given
+it the S3 filesystem (:mod:`blocktimesd.analysis.s3`).
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ from typing import Any
 import duckdb
 
 from blocktimesd.dataset.layout import ROWS
+from blocktimesd.dataset.objects import DataPath, is_object_path
 from blocktimesd.errors import ConfigError
 
 __all__ = [
     "SCRIPTS_DIR",
     "Table",
+    "attach",
     "check_chains",
     "connect",
     "query",
@@ -55,7 +61,7 @@ class Table:
         return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
 
 
-def check_chains(wanted: Sequence[str], present: Sequence[str], data_dir: Path) -> None:
+def check_chains(wanted: Sequence[str], present: Sequence[str], data_dir: DataPath) -> None:
     """ConfigError naming each chain asked for that has no rows: a misspelt ``--chain``
     would otherwise read as a chain without blocks."""
     missing = [chain for chain in wanted if chain not in present]
@@ -66,8 +72,9 @@ def check_chains(wanted: Sequence[str], present: Sequence[str], data_dir: Path) 
         )
 
 
-def rows_globs(data_dir: Path, chains: Sequence[str] = ()) -> list[str]:
-    """Globs of the data files: all of them, or only those of ``chains``."""
+def rows_globs(data_dir: DataPath, chains: Sequence[str] = ()) -> list[str]:
+    """Globs of the data files: all of them, or only those of ``chains`` (``s3://``
+    URLs for a dataset in S3)."""
     base = data_dir / ROWS
     if not chains:
         return [str(base / "*" / "*" / "*.parquet")]
@@ -91,8 +98,9 @@ def sql_literal(value: Any) -> str:
     raise TypeError(f"no SQL literal for {value!r}")
 
 
-def connect() -> duckdb.DuckDBPyConnection:
+def connect(data_dir: DataPath | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory database; DuckDB spills to a temp directory beyond its memory limit.
+    It can read ``data_dir`` (see :func:`attach`).
 
     Every query that returns rows orders them, so DuckDB need not keep insertion order
     (less memory); no progress bar on the terminal in the middle of a report.
@@ -100,7 +108,18 @@ def connect() -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(":memory:")
     con.execute("SET enable_progress_bar = false")
     con.execute("SET preserve_insertion_order = false")
+    if data_dir is not None:
+        attach(con, data_dir)
     return con
+
+
+def attach(con: duckdb.DuckDBPyConnection, data_dir: DataPath) -> None:
+    """Let ``con`` read the dataset at ``data_dir``: nothing to do for a local folder;
+    the S3 filesystem for one in S3 (imported only then: fsspec costs start-up time)."""
+    if is_object_path(data_dir):
+        from blocktimesd.analysis.s3 import register
+
+        register(con)
 
 
 def query(con: duckdb.DuckDBPyConnection, name: str, title: str, sql: str) -> Table:

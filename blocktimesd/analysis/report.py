@@ -37,12 +37,19 @@ import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from blocktimesd.analysis.queries import Table, connect, query, rows_globs, sql_literal
+from blocktimesd.analysis.queries import (
+    Table,
+    attach,
+    connect,
+    query,
+    rows_globs,
+    sql_literal,
+)
+from blocktimesd.dataset.objects import DataPath
 
 __all__ = [
     "SECTIONS",
@@ -74,7 +81,7 @@ DEFAULT_DOMAIN_CHAINS = ("auto-evm",)
 
 @dataclass(frozen=True, slots=True)
 class ReportParams:
-    data_dir: Path
+    data_dir: DataPath  # a local folder or an s3:// prefix
     chains: tuple[str, ...] = ()  # empty: every chain on disk
     since_ms: int | None = None  # inclusive
     until_ms: int | None = None  # exclusive
@@ -114,6 +121,7 @@ _DIST_COLUMNS = "deltas, mean_ms, q[1] AS p50_ms, q[2] AS p90_ms, q[3] AS p99_ms
 
 
 def _setup(con: duckdb.DuckDBPyConnection, p: ReportParams) -> None:
+    attach(con, p.data_dir)
     con.execute(_MACROS)
     where = []
     if p.since_ms is not None:
@@ -398,7 +406,8 @@ def _stalls(con: duckdb.DuckDBPyConnection, p: ReportParams) -> Table:
 
 
 def build_report(params: ReportParams, con: duckdb.DuckDBPyConnection | None = None) -> list[Table]:
-    """The report's tables, in ``SECTIONS`` order, for the sections asked for."""
+    """The report's tables, in ``SECTIONS`` order, for the sections asked for (on ``con``
+    if given, which is then made able to read ``params.data_dir``)."""
     con = con or connect()
     _setup(con, params)
     wanted = set(params.sections)

@@ -39,6 +39,7 @@ from typing import Any
 
 from blocktimesd.analysis.queries import SCRIPTS_DIR, Table, connect, run_script
 from blocktimesd.dataset.layout import FileSpan, parse_file_name
+from blocktimesd.dataset.objects import DataPath
 from blocktimesd.dataset.scan import check_files, dataset_files
 from blocktimesd.errors import ConfigError
 
@@ -67,13 +68,14 @@ class Validation:
 
 
 def validate(
-    data_dir: Path,
+    data_dir: DataPath,
     chains: tuple[str, ...] = (),
     *,
     scripts_dir: Path = SCRIPTS_DIR,
     settings: dict[str, Any] | None = None,
 ) -> Validation:
-    """Run every script over ``data_dir`` (``chains`` only, if given).
+    """Run every script over ``data_dir`` (``chains`` only, if given), a local folder or
+    an ``s3://`` prefix (the scripts' ``data_dir`` variable is then that URL).
 
     Raises :class:`InvalidDataFile` naming every data file (of any chain: the scripts
     read them all) that cannot be read or disagrees with its name.
@@ -86,7 +88,7 @@ def validate(
     checks: list[Table] = []
     for script in SCRIPTS:
         short = script.removeprefix("validate_").removesuffix(".sql")
-        results = run_script(connect(), scripts_dir / script, variables)
+        results = run_script(connect(data_dir), scripts_dir / script, variables)
         if not results or results[-1].columns != CHECK_COLUMNS:
             raise ConfigError(f"{scripts_dir / script} does not end with its checks table")
         for i, table in enumerate(results):
@@ -98,7 +100,7 @@ def validate(
     return Validation(tuple(tables), tuple(checks))
 
 
-def verdict(data_dir: Path, result: Validation) -> str:
+def verdict(data_dir: DataPath, result: Validation) -> str:
     warned = f" ({len(result.warnings)} warning(s))" if result.warnings else ""
     if result.ok:
         return f"validate {data_dir}: all checks passed{warned}"
@@ -140,7 +142,7 @@ _IMPOSSIBLE = {
 }
 
 
-def advice(data_dir: Path, failure: dict[str, Any]) -> list[str]:
+def advice(data_dir: DataPath, failure: dict[str, Any]) -> list[str]:
     """What an impossible-value failure means and the commands that fix it (lines; those
     starting with two spaces are commands or paths); none for the other checks."""
     check, chain = failure["check_name"], failure["chain"]
@@ -172,7 +174,9 @@ def advice(data_dir: Path, failure: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _files_holding(data_dir: Path, chain: str, blocks: set[int]) -> list[tuple[Path, FileSpan]]:
+def _files_holding(
+    data_dir: DataPath, chain: str, blocks: set[int]
+) -> list[tuple[DataPath, FileSpan]]:
     """The data files of ``chain`` whose names say they hold any of ``blocks`` (names
     were checked against the footers before the scripts ran)."""
     named = ((path, parse_file_name(path.name)) for path in dataset_files(data_dir).get(chain, []))

@@ -32,7 +32,6 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from blocktimesd.aio.chain import ChainReader
@@ -50,7 +49,8 @@ from blocktimesd.backfill.reads import (
 )
 from blocktimesd.core.chains import ChainKind, check_runtime
 from blocktimesd.core.header import hex_to_bytes, to_hex
-from blocktimesd.core.ranges import Span, merge, subtract, total, windows
+from blocktimesd.core.ranges import Shard, Span, merge, subtract, total, windows
+from blocktimesd.dataset.objects import DataPath
 from blocktimesd.dataset.records import Row, Unresolved, form_row
 from blocktimesd.dataset.scan import durable_runs
 from blocktimesd.dataset.writer import Reconciliation
@@ -78,6 +78,7 @@ class BackfillSettings:
     # with the retry policy's delays (capped at 30 s) about 4 minutes of a failing node.
     transient_attempts: int = 12
     query_storage: bool | None = None  # None: state_queryStorage when the node allows it
+    shard: Shard | None = None  # this worker's part of the range (--shard I/N); None: all
 
     def __post_init__(self) -> None:
         bounds = (self.window, self.blocks_per_task, self.lookahead, self.attempts)
@@ -131,7 +132,7 @@ class Backfill:
         chain: str,
         k: int,
         sink: BackfillSink,
-        data_dir: Path,
+        data_dir: DataPath,
         *,
         settings: BackfillSettings | None = None,
         unsafe_allowed: bool = False,
@@ -200,12 +201,16 @@ class Backfill:
             log.warning("%s: nothing to backfill in %s below tip - K", self.chain, requested)
             return ChainResult(self.chain, None)
         span = self._span = Span(first, last)
+        shard = self.settings.shard
+        # A shard's chunks are apart: each run of blocks is its own file (_parent_spec).
+        wanted = [span] if shard is None else shard.spans(span)
         present = await asyncio.to_thread(durable_runs, self.data_dir, self.chain, span)
-        missing = subtract(span, present)
-        skipped = self._skipped = span.count - total(missing)
+        missing = [part for chunk in wanted for part in subtract(chunk, present)]
+        skipped = self._skipped = total(wanted) - total(missing)
         log.info(
-            "%s: backfilling %d blocks of %s (%d already in the dataset), %s",
-            self.chain, total(missing), span, skipped,
+            "%s: backfilling %d blocks of %s%s (%d already in the dataset), %s",
+            self.chain, total(missing), span,
+            "" if shard is None else f", shard {shard.index}/{shard.count}", skipped,
             "storage by state_queryStorage ranges" if self.query_storage else "storage per block",
         )  # fmt: skip
         if missing:

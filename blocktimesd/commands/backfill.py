@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from blocktimesd.argtypes import non_negative, positive
+from blocktimesd.argtypes import non_negative, positive, shard_of
 from blocktimesd.config.load import command_line_chain, load_config
 from blocktimesd.config.model import ChainConfig, Config
 from blocktimesd.core.chains import ChainKind
@@ -108,7 +108,15 @@ def add_backfill_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data",
         metavar="DIR",
-        help="dataset directory (default: DATA_DIR, data_dir in the configuration, or ./data)",
+        help="dataset directory or s3://bucket/prefix (default: DATA_DIR, data_dir in the "
+        "configuration, or ./data)",
+    )
+    p.add_argument(
+        "--break-lease",
+        action="store_true",
+        help="in S3: take over the writer lease of a writer that has not renewed it "
+        "within its TTL (one of this host whose process is gone is taken over anyway) "
+        "(default: False)",
     )
     p.add_argument(
         "--rpc",
@@ -150,6 +158,15 @@ def add_backfill_arguments(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"calls per JSON-RPC batch at most (default: {DEFAULT_BATCH_SIZE}); fewer when the "
         "node takes long per call, 1 for no batches",
+    )
+    p.add_argument(
+        "--shard",
+        type=shard_of,
+        metavar="I/N",
+        help="be worker I of N backfilling the range together (each run with the same "
+        "range, N and data location, e.g. on N machines writing to one s3:// prefix): "
+        "this one takes every N-th chunk of blocks, chunks as long as a file "
+        "(default: all of it)",
     )
     p.add_argument(
         "--window",

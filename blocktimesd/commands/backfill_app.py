@@ -13,7 +13,6 @@ import gc
 import logging
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 from blocktimesd.aio.chain import ChainReader
 from blocktimesd.aio.pool import MAX_CONNECTIONS, RpcPool
@@ -33,7 +32,7 @@ from blocktimesd.commands.backfill import (
     summary,
 )
 from blocktimesd.config.model import ChainConfig, Config
-from blocktimesd.core.ranges import Span
+from blocktimesd.core.ranges import Shard, Span
 from blocktimesd.dataset.writer import ParquetWriter, WriterSettings
 from blocktimesd.errors import BlocktimesError, ConfigError, RetryPolicy
 from blocktimesd.progress import ProgressSink, progress_for
@@ -53,6 +52,11 @@ async def run_jobs(args: argparse.Namespace, config: Config, ends: Ends, jobs: l
         return await _run_backfill(_Run(args, config, ends), jobs)
 
 
+def rows_per_file(config: Config) -> int:
+    """Rows per file of a backfill (and blocks per chunk of a ``--shard`` worker)."""
+    return min(config.max_rows_per_file, MAX_ROWS_PER_FILE)
+
+
 class _Run:
     """One run's connections and its current engine: the clients are closed at the end
     whatever happens, and an interrupted chain still gets its summary."""
@@ -62,7 +66,7 @@ class _Run:
         self.config = config
         self.ends = ends
         self.engine: Backfill | None = None  # the chain being backfilled
-        self.data_dir = Path(args.data) if args.data else config.data_dir
+        self.data_dir = config.data_dir  # --data is in the configuration already
         self.clients: list[RpcClient] = []
         self.retry = RetryPolicy()
 
@@ -126,9 +130,11 @@ class _Run:
         client, preflight = await self.connect(chain)
         assert preflight.info is not None
         reader = ChainReader(client, chain.kind, chain.chain, chain.domain_ids or (0,))
+        shard = self.args.shard
         settings = BackfillSettings(
             window=self.args.window,
             query_storage=None if self.args.storage == "auto" else self.args.storage == "range",
+            shard=None if shard is None else Shard(shard[0], shard[1], rows_per_file(self.config)),
         )
         consensus = None
         if job.consensus is not None:
@@ -203,10 +209,12 @@ async def _run_backfill(run: _Run, jobs: list[Job]) -> int:
     writer = ParquetWriter(
         run.data_dir,
         WriterSettings(
-            max_rows=min(config.max_rows_per_file, MAX_ROWS_PER_FILE),
+            max_rows=rows_per_file(config),
             max_minutes=config.max_file_minutes,
             queue_size=4,  # windows of rows; a full queue makes the backfill wait
         ),
+        break_lease=run.args.break_lease,
+        shard=None if run.args.shard is None else "{}-of-{}".format(*run.args.shard),
     )
     results: list[ChainResult] = []
     code = EXIT_OK

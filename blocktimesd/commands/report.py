@@ -179,7 +179,7 @@ def run_report(args: argparse.Namespace) -> int:
         params = params_from_args(args)
         check_chains(params.chains, dataset_chains(params.data_dir), params.data_dir)
         try:
-            con = connect()
+            con = connect(params.data_dir)
             tables = report.build_report(params, con)
             span = report.data_span(con)
             if args.format == "html":

@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from blocktimesd.errors import ConfigError
@@ -17,6 +18,7 @@ from blocktimesd.errors import ConfigError
 if TYPE_CHECKING:  # imported when the daemon runs: `blocktimesd --help` stays fast
     from blocktimesd.aio.app import App
     from blocktimesd.config.model import Config
+    from blocktimesd.dataset.objects import DataPath
 
 __all__ = ["DEVNET_SPEED", "add_run_arguments", "add_run_parser", "run_daemon"]
 
@@ -65,7 +67,15 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data",
         metavar="DIR",
-        help="dataset directory (default: $DATA_DIR, else the file's data_dir, else data)",
+        help="dataset directory or s3://bucket/prefix (default: $DATA_DIR, else the file's "
+        "data_dir, else data)",
+    )
+    p.add_argument(
+        "--break-lease",
+        action="store_true",
+        help="in S3: take over the writer lease of a writer that has not renewed it "
+        "within its TTL (one of this host whose process is gone is taken over anyway) "
+        "(default: False)",
     )
     p.add_argument(
         "--consensus-rpc",
@@ -100,6 +110,11 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         help="how many times faster than real time the simulated network of "
         f"--devnet-if-unreachable runs (default: {DEVNET_SPEED:g})",
     )
+
+
+def shown_location(data_dir: DataPath) -> str:
+    """DATA_DIR as the banner shows it: an absolute path, or the s3:// URL."""
+    return str(data_dir.resolve() if isinstance(data_dir, Path) else data_dir)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
@@ -179,7 +194,7 @@ async def run_daemon(args: argparse.Namespace) -> int:
         )
         genesis = devnet.network.consensus.canonical[0].hash_hex
         config = on_devnet(config, urls.consensus, urls.domain, genesis)
-    app = App(config)
+    app = App(config, break_lease=args.break_lease)
     announcer: asyncio.Task[None] | None = None
     try:
         try:
@@ -190,7 +205,7 @@ async def run_daemon(args: argparse.Namespace) -> int:
         # Connecting is not following: that is said once each chain really follows.
         sys.stdout.write(
             f"blocktimesd is connecting to {', '.join(c.chain for c in config.chains)}\n"
-            f"  metrics  {app.metrics_url}\n  dataset  {config.data_dir.resolve()}\n"
+            f"  metrics  {app.metrics_url}\n  dataset  {shown_location(config.data_dir)}\n"
         )
         sys.stdout.flush()
         announcer = asyncio.create_task(announce(app), name="announce")

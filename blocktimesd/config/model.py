@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from blocktimesd.core.chains import ChainKind
+from blocktimesd.dataset.objects import DataPath
 
 __all__ = ["GENERIC_K", "MAINNET", "ChainConfig", "Config", "MainnetChain", "MetricsAddr"]
 
@@ -68,7 +69,7 @@ class ChainConfig:
 @dataclass(frozen=True, slots=True)
 class Config:
     chains: tuple[ChainConfig, ...]
-    data_dir: Path = Path("data")
+    data_dir: DataPath = Path("data")
     metrics_addr: MetricsAddr = MetricsAddr("127.0.0.1", 9615)
     max_rows_per_file: int = 500_000
     max_file_minutes: int = 15

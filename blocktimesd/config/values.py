@@ -10,14 +10,14 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from blocktimesd.config.model import MetricsAddr
 from blocktimesd.core.chains import ChainKind
 from blocktimesd.core.redact import redact_url
-from blocktimesd.dataset.layout import is_chain_name, not_a_local_directory
+from blocktimesd.dataset.layout import is_chain_name
+from blocktimesd.dataset.objects import DataPath, data_location, location_problem
 
 __all__ = [
     "Invalid",
@@ -112,17 +112,17 @@ def number(minimum: float, *, above: bool) -> Number:
     return Number(minimum, above)
 
 
-def directory(value: Any) -> Path:
+def directory(value: Any) -> DataPath:
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
     if not isinstance(value, str):
         raise Invalid((value, "is not a string"))
     if not value.strip():
         raise Invalid((value, "is empty"))
-    problem = not_a_local_directory(value)
+    problem = location_problem(value)
     if problem is not None:
         raise Invalid((value, problem))
-    return Path(value.strip())
+    return data_location(value.strip())
 
 
 _BAD_HOST = (

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Span", "describe", "merge", "runs", "subtract", "total", "windows"]
+__all__ = ["Shard", "Span", "describe", "merge", "runs", "subtract", "total", "windows"]
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -97,3 +97,32 @@ def describe(spans: Iterable[Span], limit: int = 20) -> str:
     if len(spans) > limit:
         text += f" and {len(spans) - limit} more"
     return text
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """Worker ``index`` (1-based) of ``count`` splitting a backfill: block numbers are
+    cut into chunks of ``size`` aligned to multiples of ``size`` (chunk ``j`` holds
+    ``j * size`` .. ``(j + 1) * size - 1``), dealt round-robin: chunk ``j`` is worker
+    ``j % count + 1``'s.  Workers given the same ``count`` and ``size`` take disjoint
+    blocks whose union is every block, whatever ranges each is given."""
+
+    index: int
+    count: int
+    size: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.index <= self.count or self.size < 1:
+            raise ValueError(f"no shard {self.index}/{self.count} of chunks of {self.size}")
+
+    def spans(self, span: Span) -> list[Span]:
+        """This worker's parts of ``span``, in order."""
+        size, count = self.size, self.count
+        out: list[Span] = []
+        chunk = span.first // size
+        while chunk * size <= span.last:
+            if chunk % count == self.index - 1:
+                first, last = max(span.first, chunk * size), min(span.last, (chunk + 1) * size - 1)
+                out.append(Span(first, last))
+            chunk += 1
+        return out

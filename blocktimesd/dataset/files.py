@@ -27,6 +27,7 @@ from typing import Any
 # pyarrow (about 150 ms to import) is imported by the functions that read or write
 # Parquet, so that a command sends its first request before paying for it.
 from blocktimesd.dataset.layout import LOCK_NAME, ROWS, new_token, temp_name
+from blocktimesd.dataset.objects import DataPath, ObjectPath
 from blocktimesd.dataset.records import ReorgRecord, Row
 from blocktimesd.dataset.rotation import Batch
 from blocktimesd.errors import (
@@ -53,21 +54,21 @@ __all__ = [
 class Files:
     """Every filesystem operation the writer performs; tests override some to fail."""
 
-    def makedirs(self, path: Path) -> None:
+    def makedirs(self, path: DataPath) -> None:
         """Create ``path`` and missing parents, fsyncing each parent so they survive."""
-        missing: list[Path] = []
-        while not path.is_dir() and path != path.parent:
+        missing: list[DataPath] = []
+        while not os.path.isdir(path) and path != path.parent:
             missing.append(path)
             path = path.parent
         for directory in reversed(missing):
             try:
                 os.mkdir(directory)
             except FileExistsError:
-                if not directory.is_dir():  # a file in the way: name it, not a path below
+                if not os.path.isdir(directory):  # a file in the way: name it, not a path below
                     raise
             self.fsync_dir(directory.parent)
 
-    def write_new(self, path: Path, data: bytes) -> None:
+    def write_new(self, path: DataPath, data: bytes) -> None:
         """Create ``path`` (it must not exist) with ``data``, fsynced."""
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
@@ -76,7 +77,7 @@ class Files:
         finally:
             os.close(fd)
 
-    def write_at(self, path: Path, offset: int, data: bytes) -> None:
+    def write_at(self, path: DataPath, offset: int, data: bytes) -> None:
         """Make ``path`` its first ``offset`` bytes followed by ``data``, fsynced."""
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
@@ -86,7 +87,7 @@ class Files:
         finally:
             os.close(fd)
 
-    def line_end(self, path: Path) -> int:
+    def line_end(self, path: DataPath) -> int:
         """Length of ``path`` up to its last newline (0 if missing): where to append."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -104,20 +105,20 @@ class Files:
         finally:
             os.close(fd)
 
-    def replace(self, source: Path, target: Path) -> None:
+    def replace(self, source: DataPath, target: DataPath) -> None:
         os.replace(source, target)
 
-    def unlink(self, path: Path) -> None:
+    def unlink(self, path: DataPath) -> None:
         os.unlink(path)
 
-    def fsync_dir(self, path: Path) -> None:
+    def fsync_dir(self, path: DataPath) -> None:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
 
-    def read_table(self, path: Path) -> Any:
+    def read_table(self, path: DataPath) -> Any:
         import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 
         with pq.ParquetFile(path) as parquet:
@@ -125,7 +126,9 @@ class Files:
 
     # Built on the operations above, so a test that fails one fails these too.
 
-    def publish(self, directory: Path, name: str, data: bytes, old: Path | None = None) -> Path:
+    def publish(
+        self, directory: DataPath, name: str, data: bytes, old: DataPath | None = None
+    ) -> DataPath:
         """Write ``data`` under a temp name and rename it to ``name``, replacing ``old``."""
         temp = self.write_temp(directory, name, data)
         final = directory / name
@@ -141,7 +144,7 @@ class Files:
             raise
         return final
 
-    def write_temp(self, directory: Path, name: str, data: bytes) -> Path:
+    def write_temp(self, directory: DataPath, name: str, data: bytes) -> DataPath:
         """Write ``data`` to the temp name of ``name`` in ``directory``, fsynced; a
         failed attempt leaves nothing behind (or a temp file removed at the next start)."""
         temp = directory / temp_name(name)
@@ -152,7 +155,7 @@ class Files:
             raise
         return temp
 
-    def discard(self, temp: Path) -> None:
+    def discard(self, temp: DataPath) -> None:
         with contextlib.suppress(OSError):  # hidden from readers; removed at the next start
             self.unlink(temp)
 
@@ -174,7 +177,7 @@ class WriteFile:
 
     batch: Batch[Row] | Batch[ReorgRecord]
     data: bytes | None = None
-    published: Path | None = None  # renamed into place; only the directory fsync remains
+    published: DataPath | None = None  # renamed into place; only the directory fsync remains
     replaces: WriteFile | None = None  # the snapshot of the same open file it supersedes
     checkpoint: bool = False  # a snapshot of a file still open, superseded later
 
@@ -185,7 +188,7 @@ class WriteFile:
         held = len(old.batch.items) if old is not None and old.published is not None else 0
         return len(self.batch.items) - held
 
-    def apply(self, files: Files, data_dir: Path, row_group_rows: int) -> None:
+    def apply(self, files: Files, data_dir: DataPath, row_group_rows: int) -> None:
         directory = data_dir / self.batch.partition.path
         if self.published is None:
             if self.data is None:
@@ -204,7 +207,7 @@ class WriteFile:
 class Append:
     """Append ``line`` to the JSON-lines file ``path``."""
 
-    path: Path
+    path: DataPath
     line: bytes
     offset: int | None = None  # where the line goes; a retry rewrites from here
 
@@ -228,21 +231,30 @@ class DataDirLock:
     checks before every operation that the path still names the file it locked.
     """
 
-    __slots__ = ("_fd", "data_dir")
+    __slots__ = ("_fd", "data_dir", "name", "shard")
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: DataPath, *, shard: str | None = None) -> None:
         self.data_dir = data_dir
+        self.shard = shard  # a backfill worker of several: its own lock file
+        self.name = LOCK_NAME if shard is None else f"{LOCK_NAME}.shard-{shard}"
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        """Take the lock; :class:`DataDirInUse` when another process holds it."""
-        fd = os.open(self.data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        """Take the lock; :class:`DataDirInUse` when another process holds it (for a
+        worker of several: when a writer holds the dataset's own lock, too)."""
+        if self.shard is not None:
+            whole = DataDirLock(self.data_dir)
+            whole.acquire()  # checked, not kept: the workers share the dataset
+            whole.release()
+        fd = os.open(self.data_dir / self.name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
+            who = "another process" if self.shard is None else f"another worker {self.shard}"
             raise DataDirInUse(
-                f"another process writes to {self.data_dir}; run one blocktimesd per DATA_DIR"
+                f"{who} writes to {self.data_dir}; run one blocktimesd per DATA_DIR "
+                "(and each --shard I/N once)"
             ) from None
         self._fd = fd
 
@@ -252,7 +264,7 @@ class DataDirLock:
         if fd is None:
             raise WriterClosed(f"the writer of {self.data_dir} released its lock")
         held = os.fstat(fd)
-        path = self.data_dir / LOCK_NAME
+        path = self.data_dir / self.name
         try:
             now = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
@@ -293,7 +305,32 @@ _PATH_ERRNOS = frozenset(
 )
 
 
-def _fix(code: int, path: str, data_dir: Path, access: str) -> str:
+# S3 answers that no retry mends: the configuration (bucket, credentials) must change.
+_S3_UNUSABLE = ("ACCESS_DENIED", "AccessDenied", "NO_SUCH_BUCKET", "NoSuchBucket",
+                "INVALID_ACCESS_KEY_ID", "InvalidAccessKeyId", "SIGNATURE_DOES_NOT_MATCH",
+                "SignatureDoesNotMatch")  # fmt: skip
+
+
+def _what(exc: OSError) -> str:
+    """What went wrong: the OS's words and errno name, or the object store's message."""
+    if exc.errno is None or exc.strerror is None:
+        return str(exc)
+    return f"{exc.strerror} ({errno.errorcode.get(exc.errno, '?')})"
+
+
+def _unusable(exc: OSError, data_dir: DataPath) -> bool:
+    if isinstance(data_dir, ObjectPath):
+        return any(word in str(exc) for word in _S3_UNUSABLE)
+    return (exc.errno or 0) in _PATH_ERRNOS
+
+
+def _fix(code: int, path: str, data_dir: DataPath, access: str) -> str:
+    if isinstance(data_dir, ObjectPath):
+        return (
+            f"check that the bucket {data_dir.bucket} exists, that the credentials (the "
+            f"standard AWS settings) may list, read, write and delete objects under "
+            f"{data_dir}, and, for an S3-compatible store, AWS_ENDPOINT_URL"
+        )
     if code in (errno.ENOSPC, errno.EDQUOT):
         return f"free space (or raise the quota) on the filesystem holding {data_dir}"
     if code in (errno.EACCES, errno.EPERM):
@@ -306,12 +343,12 @@ def _fix(code: int, path: str, data_dir: Path, access: str) -> str:
     return f"check the disk and the filesystem holding {data_dir}"
 
 
-def storage_error(exc: OSError, data_dir: Path) -> StorageError:
+def storage_error(exc: OSError, data_dir: DataPath) -> StorageError:
     """A write of the running writer failed: it keeps the rows and retries."""
     path = exc.filename or str(data_dir)
     code = exc.errno or 0
     return StorageError(
-        f"cannot write {path}: {exc.strerror} ({errno.errorcode.get(code, '?')}); "
+        f"cannot write {path}: {_what(exc)}; "
         f"{_fix(code, path, data_dir, 'write')}. Rows are kept in memory and writing resumes "
         "by itself once fixed; producers wait while the queue is full",
         path=str(path),
@@ -319,30 +356,31 @@ def storage_error(exc: OSError, data_dir: Path) -> StorageError:
     )
 
 
-def read_error(exc: OSError, data_dir: Path) -> StorageError:
+def read_error(exc: OSError, data_dir: DataPath) -> StorageError:
     """The error to raise when reading ``data_dir`` fails with ``exc``: a
     :class:`DataDirUnusable` (exit code 2) for permissions and paths, else a
     :class:`StorageError`; the message names the path and the fix."""
     return path_error(exc, data_dir, "read")
 
 
-def path_error(exc: OSError, data_dir: Path, action: str, *, start: bool = False) -> StorageError:
+def path_error(
+    exc: OSError, data_dir: DataPath, action: str, *, start: bool = False
+) -> StorageError:
     """Taking DATA_DIR at start-up (``start``, ``action`` "write") or reading it failed:
     nothing is retried, so the message says what to fix, and a path problem is
     :class:`DataDirUnusable`."""
     path = exc.filename or str(data_dir)
     code = exc.errno or 0
-    kind = DataDirUnusable if code in _PATH_ERRNOS else StorageError
+    kind = DataDirUnusable if _unusable(exc, data_dir) else StorageError
     where = f"DATA_DIR {data_dir} cannot be used: " if start else ""
     return kind(
-        f"{where}cannot {action} {path}: {exc.strerror} ({errno.errorcode.get(code, '?')}); "
-        f"{_fix(code, path, data_dir, action)}",
+        f"{where}cannot {action} {path}: {_what(exc)}; {_fix(code, path, data_dir, action)}",
         path=str(path),
         errno=code,
     )
 
 
-def naming(exc: OSError, path: Path) -> OSError:
+def naming(exc: OSError, path: DataPath) -> OSError:
     """``exc`` with ``path`` as its file name: pyarrow's errors carry the errno only."""
     if exc.filename is not None or exc.errno is None:
         return exc

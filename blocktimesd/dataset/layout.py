@@ -44,7 +44,6 @@ __all__ = [
     "is_chain_name",
     "is_temp_name",
     "new_token",
-    "not_a_local_directory",
     "parse_file_name",
     "partition_runs",
     "reorg_partition",
@@ -53,22 +52,6 @@ __all__ = [
     "temp_name",
     "utc_date",
 ]
-
-_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
-
-
-def not_a_local_directory(location: str) -> str | None:
-    """Why ``location`` cannot be DATA_DIR, or None: the dataset lives in a local
-    directory, and a URL (``s3://bucket/prefix``, ``file://...``) taken as a path would
-    quietly make a folder named after its scheme."""
-    found = _URL.match(location.strip())
-    if found is None:
-        return None
-    return (
-        f"is a URL ({found[1]}://), and the dataset is read and written in a local directory "
-        "only; give a directory path (mount object storage as a directory if it must live there)"
-    )
-
 
 ROWS = "block_times"  # the dataset of rows, one per block
 REORGS = "reorgs"  # the dataset of reorg records

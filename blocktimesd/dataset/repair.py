@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 # pyarrow (about 150 ms to import) is imported by the functions that read or write
 # Parquet, so that a command sends its first request before paying for it.
 from blocktimesd.dataset.files import Files
 from blocktimesd.dataset.layout import file_name, new_token
+from blocktimesd.dataset.objects import DataPath
 from blocktimesd.dataset.scan import DataFile, chain_files, inspect_data_file, invalid_files
 
 __all__ = ["Repair", "apply", "doomed", "plan"]
@@ -34,8 +34,8 @@ class Repair:
     chain: str
     number: int
     buffered: int  # rows dropped from memory, for the report
-    victims: list[Path] | None = None  # files to remove, highest blocks first
-    survivors: list[tuple[Path, Path]] = field(default_factory=list)  # (temp, final)
+    victims: list[DataPath] | None = None  # files to remove, highest blocks first
+    survivors: list[tuple[DataPath, DataPath]] = field(default_factory=list)  # (temp, final)
     rows: int = 0  # rows removed from disk
 
 
@@ -45,7 +45,7 @@ def doomed(files: list[DataFile], number: int) -> list[DataFile]:
     return [found for found in files if found.span is not None and found.span.last >= number]
 
 
-def apply(repair: Repair, data_dir: Path, files: Files, row_group_rows: int) -> None:
+def apply(repair: Repair, data_dir: DataPath, files: Files, row_group_rows: int) -> None:
     """Carry ``repair`` out (planning it first if needed); raises :class:`OSError` to be
     retried, or :class:`~blocktimesd.errors.InvalidDataFile` (fatal) before removing
     anything when a file cannot be trusted."""
@@ -65,11 +65,11 @@ def apply(repair: Repair, data_dir: Path, files: Files, row_group_rows: int) -> 
         repair.survivors.pop(0)
 
 
-def plan(repair: Repair, data_dir: Path, files: Files, row_group_rows: int) -> None:
+def plan(repair: Repair, data_dir: DataPath, files: Files, row_group_rows: int) -> None:
     """Find the files to remove and write the survivors of a straddling file to temp
     files first: when the disk is full this fails while the dataset is intact."""
-    victims: list[tuple[int, Path]] = []
-    survivors: list[tuple[Path, Path]] = []
+    victims: list[tuple[int, DataPath]] = []
+    survivors: list[tuple[DataPath, DataPath]] = []
     rows = 0
     try:
         for found in doomed(chain_files(data_dir, repair.chain), repair.number):
@@ -89,7 +89,7 @@ def plan(repair: Repair, data_dir: Path, files: Files, row_group_rows: int) -> N
     repair.victims, repair.survivors, repair.rows = [path for _, path in victims], survivors, rows
 
 
-def _rows_before(path: Path, number: int, data_dir: Path, files: Files) -> tuple[Any, int]:
+def _rows_before(path: DataPath, number: int, data_dir: DataPath, files: Files) -> tuple[Any, int]:
     """The rows of ``path`` below block ``number``, and how many are not.
 
     A file that cannot be trusted stops the repair (fatal) before any file is removed;
@@ -113,8 +113,8 @@ def _rows_before(path: Path, number: int, data_dir: Path, files: Files) -> tuple
 
 
 def _write_survivors(
-    directory: Path, kept: Any, files: Files, row_group_rows: int
-) -> tuple[Path, Path]:
+    directory: DataPath, kept: Any, files: Files, row_group_rows: int
+) -> tuple[DataPath, DataPath]:
     """Write ``kept`` to a temp file beside its final name; (temp, final)."""
     import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
 

@@ -20,13 +20,14 @@ and paths).
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 # pyarrow (about 150 ms to import) is imported by the functions that read or write
 # Parquet, so that a command sends its first request before paying for it.
@@ -41,6 +42,7 @@ from blocktimesd.dataset.layout import (
     parse_file_name,
     span_disagreement,
 )
+from blocktimesd.dataset.objects import DataPath, ObjectPath, as_data_path, filesystem
 from blocktimesd.dataset.records import COLUMNS, Row
 from blocktimesd.errors import ConfigError, InvalidDataFile
 
@@ -67,11 +69,11 @@ __all__ = [
 class DataFile:
     """A data file of a chain, with what its name says (None: not the writer's name)."""
 
-    path: Path
+    path: DataPath
     span: FileSpan | None
 
 
-def chain_files(data_dir: Path, chain: str) -> list[DataFile]:
+def chain_files(data_dir: DataPath, chain: str) -> list[DataFile]:
     """Every data file of ``chain``, by date and then name (so by block number).
 
     A missing directory holds nothing; any other :class:`OSError` is raised as it is
@@ -79,24 +81,34 @@ def chain_files(data_dir: Path, chain: str) -> list[DataFile]:
     """
     base = data_dir / ROWS / f"chain={chain}"
     return [
-        DataFile(Path(entry.path), parse_file_name(entry.name))
-        for date_dir in _listing(base)
-        if date_dir.name.startswith("date=") and date_dir.is_dir()
-        for entry in _listing(Path(date_dir.path))
-        if entry.name.endswith(".parquet")
+        DataFile(path, parse_file_name(name))
+        for date_name, date_path, is_dir in _listing(base)
+        if date_name.startswith("date=") and is_dir
+        for name, path, _ in _listing(date_path)
+        if name.endswith(".parquet")
     ]
 
 
-def _listing(directory: Path) -> list[os.DirEntry[str]]:
-    """The entries of ``directory``, sorted by name; none when it does not exist."""
+def _listing(directory: DataPath) -> list[tuple[str, DataPath, bool]]:
+    """The entries of ``directory`` (name, path, whether a directory), sorted by name;
+    none when it does not exist.  In S3, a "directory" is a common prefix."""
+    if isinstance(directory, ObjectPath):
+        from pyarrow import fs  # type: ignore[import-untyped, unused-ignore]
+
+        selector = fs.FileSelector(directory.key, allow_not_found=True)
+        found = [
+            (info.base_name, directory / info.base_name, info.type == fs.FileType.Directory)
+            for info in filesystem().get_file_info(selector)
+        ]
+        return sorted(found)
     try:
         with os.scandir(directory) as entries:
-            return sorted(entries, key=lambda entry: entry.name)
+            return sorted((e.name, Path(e.path), e.is_dir()) for e in entries)
     except (FileNotFoundError, NotADirectoryError):
         return []
 
 
-def _named_files(data_dir: Path, chain: str) -> list[tuple[FileSpan, Path]]:
+def _named_files(data_dir: DataPath, chain: str) -> list[tuple[FileSpan, DataPath]]:
     """``chain``'s data files named as the writer names them (unchecked)."""
     try:
         files = chain_files(data_dir, check_chain(chain))
@@ -105,8 +117,37 @@ def _named_files(data_dir: Path, chain: str) -> list[tuple[FileSpan, Path]]:
     return [(found.span, found.path) for found in files if found.span is not None]
 
 
-def temp_files(data_dir: Path) -> list[Path]:
+def _parquet(path: DataPath) -> Any:
+    """``path`` opened as a Parquet file (its footer read)."""
+    import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
+
+    if isinstance(path, ObjectPath):
+        return pq.ParquetFile(path.key, filesystem=filesystem())
+    return pq.ParquetFile(path)
+
+
+def _read_table(path: DataPath, **kwargs: Any) -> Any:
+    import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
+
+    if isinstance(path, ObjectPath):
+        return pq.read_table(path.key, filesystem=filesystem(), partitioning=None, **kwargs)
+    return pq.read_table(path, partitioning=None, **kwargs)
+
+
+def temp_files(data_dir: DataPath) -> list[DataPath]:
     """Temp files left by an interrupted write, in every dataset (raises OSError)."""
+    if isinstance(data_dir, ObjectPath):
+        from pyarrow import fs  # type: ignore[import-untyped, unused-ignore]
+
+        bucket = ObjectPath(data_dir.bucket)
+        return [
+            bucket / info.path.split("/", 1)[1]
+            for dataset in (ROWS, REORGS)
+            for info in filesystem().get_file_info(
+                fs.FileSelector((data_dir / dataset).key, allow_not_found=True, recursive=True)
+            )
+            if is_temp_name(info.base_name)
+        ]
     return [
         Path(directory, name)
         for dataset in (ROWS, REORGS)
@@ -118,23 +159,22 @@ def temp_files(data_dir: Path) -> list[Path]:
 # -- what is on disk for the daemon and the backfill -------------------------------------
 
 
-def last_durable_row(data_dir: Path | str, chain: str) -> Row | None:
+def last_durable_row(data_dir: DataPath | str, chain: str) -> Row | None:
     """The row of ``chain`` with the highest block number on disk, or None.
 
     File names give the candidate file; its footer must agree with its name (else
     :class:`InvalidDataFile`), and only its last row group is read.  Temp files and
     strangers are ignored.
     """
-    data_dir = Path(data_dir)
+    data_dir = as_data_path(data_dir)
     spans = _named_files(data_dir, chain)
     if not spans:
         return None
     import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
-    import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 
     span, path = max(spans, key=lambda found: found[0].last)
     check_data_files([path], data_dir)
-    with _reading(path, data_dir), pq.ParquetFile(path) as parquet:
+    with _reading(path, data_dir), _parquet(path) as parquet:
         table = parquet.read_row_group(parquet.metadata.num_row_groups - 1)
         if pc.max(table["block_number"]).as_py() != span.last:  # not sorted: read it all
             table = parquet.read()
@@ -142,24 +182,23 @@ def last_durable_row(data_dir: Path | str, chain: str) -> Row | None:
     return Row(*(table[name][at].as_py() for name in COLUMNS))
 
 
-def durable_tail(data_dir: Path | str, chain: str, count: int) -> list[Row]:
+def durable_tail(data_dir: DataPath | str, chain: str, count: int) -> list[Row]:
     """Up to ``count`` rows of ``chain`` with the highest block numbers, ascending.
 
     Read from the files with the highest block numbers only, each checked as in
     :func:`last_durable_row`; used on resume to find where the dataset and the node's
     canonical chain last agree.
     """
-    data_dir = Path(data_dir)
+    data_dir = as_data_path(data_dir)
     rows: list[Row] = []
     files = _named_files(data_dir, chain)
     if not files:
         return rows
-    import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 
     for _, path in sorted(files, key=lambda found: found[0].last, reverse=True):
         check_data_files([path], data_dir)
         with _reading(path, data_dir):
-            table = pq.read_table(path, partitioning=None)
+            table = _read_table(path)
         rows.extend(
             Row(*values) for values in zip(*(table[c].to_pylist() for c in COLUMNS), strict=True)
         )
@@ -169,33 +208,43 @@ def durable_tail(data_dir: Path | str, chain: str, count: int) -> list[Row]:
     return rows[-count:]
 
 
-def durable_runs(data_dir: Path | str, chain: str, span: Span) -> list[Span]:
+def durable_runs(data_dir: DataPath | str, chain: str, span: Span) -> list[Span]:
     """Runs of ``chain``'s block numbers inside ``span`` that are on disk.
 
     A file whose row count equals its name's block range is gap-free and costs a footer
     read; only other files have their ``block_number`` column read.
     """
-    paths = _files_over(Path(data_dir), chain, span)
+    paths = _files_over(as_data_path(data_dir), chain, span)
     if not paths:
         return []
     import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
-    import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 
-    # A truncated or foreign file is named in one clear error (InvalidDataFile), not
-    # met as a pyarrow traceback halfway through the walk.
-    check_data_files([path for path, _ in paths], Path(data_dir))
-    found: list[Span] = []
-    for path, name in paths:
-        with pq.ParquetFile(path) as parquet:
-            if parquet.metadata.num_rows == name.count:
-                found.append(name)
-                continue
-            column = parquet.read(columns=["block_number"])["block_number"]
+    where = as_data_path(data_dir)
+
+    def runs_of(item: tuple[DataPath, Span]) -> tuple[DataPath, str | None, list[Span]]:
+        path, name = item
+        try:
+            problem, meta = _inspect(path)  # one footer read checks the file and counts it
+        except OSError as exc:
+            raise read_error(naming(exc, path), where) from exc
+        if problem is not None:
+            return path, problem, []
+        if meta.num_rows == name.count:
+            return path, None, [name]
+        with _reading(path, where):
+            column = _read_table(path, columns=["block_number"])["block_number"]
         inside = pc.filter(
             column,
             pc.and_(pc.greater_equal(column, span.first), pc.less_equal(column, span.last)),
         )
-        found.extend(runs(inside.to_pylist()))
+        return path, None, runs(inside.to_pylist())
+
+    walked = _each(runs_of, paths)
+    # A truncated or foreign file is named in one clear error (InvalidDataFile), with
+    # every other such file, not met as a pyarrow traceback halfway through the walk.
+    if bad := [(path, problem) for path, problem, _ in walked if problem is not None]:
+        raise invalid_files(bad, where)
+    found = [run for _, _, file_runs in walked for run in file_runs]
     clipped = [
         Span(max(s.first, span.first), min(s.last, span.last))
         for s in found
@@ -204,7 +253,7 @@ def durable_runs(data_dir: Path | str, chain: str, span: Span) -> list[Span]:
     return merge(clipped)
 
 
-def _files_over(data_dir: Path, chain: str, span: Span) -> list[tuple[Path, Span]]:
+def _files_over(data_dir: DataPath, chain: str, span: Span) -> list[tuple[DataPath, Span]]:
     """``chain``'s data files whose names say they hold blocks of ``span``."""
     return [
         (path, Span(name.first, name.last))
@@ -216,7 +265,7 @@ def _files_over(data_dir: Path, chain: str, span: Span) -> list[tuple[Path, Span
 # -- what is on disk for report and validate ---------------------------------------------
 
 
-def dataset_chains(data_dir: Path) -> list[str]:
+def dataset_chains(data_dir: DataPath) -> list[str]:
     """The chains with at least one data file; ConfigError when there is no dataset."""
     chains = sorted(dataset_files(data_dir))
     if not chains:
@@ -227,29 +276,30 @@ def dataset_chains(data_dir: Path) -> list[str]:
     return chains
 
 
-def dataset_files(data_dir: Path) -> dict[str, list[Path]]:
+def dataset_files(data_dir: DataPath) -> dict[str, list[DataPath]]:
     """The data files of each chain with any, strangers included (a glob reads them).
 
     ConfigError when ``data_dir`` is not a directory; :class:`DataDirUnusable` (or
     :class:`StorageError`) when a directory cannot be read.
     """
     try:
-        is_dir = stat.S_ISDIR(os.stat(data_dir).st_mode)
-    except (FileNotFoundError, NotADirectoryError):
-        is_dir = False
+        is_dir = _is_directory(data_dir)
     except OSError as exc:
         raise read_error(exc, data_dir) from exc
     if not is_dir:
         raise ConfigError(
             f"DATA_DIR {data_dir} does not exist or is not a directory; "
             "pass --data DIR or set DATA_DIR"
+            if not isinstance(data_dir, ObjectPath)
+            else f"DATA_DIR {data_dir}: the bucket {data_dir.bucket} does not exist (or these "
+            "credentials cannot see it); check the URL, AWS_ENDPOINT_URL and the credentials"
         )
-    found: dict[str, list[Path]] = {}
+    found: dict[str, list[DataPath]] = {}
     try:
-        for chain_dir in _listing(data_dir / ROWS):
-            if not chain_dir.name.startswith("chain=") or not chain_dir.is_dir():
+        for name, _, is_dir in _listing(data_dir / ROWS):
+            if not name.startswith("chain=") or not is_dir:
                 continue
-            chain = chain_dir.name.removeprefix("chain=")
+            chain = name.removeprefix("chain=")
             if files := [found.path for found in chain_files(data_dir, chain)]:
                 found[chain] = files
     except OSError as exc:
@@ -257,7 +307,20 @@ def dataset_files(data_dir: Path) -> dict[str, list[Path]]:
     return found
 
 
-def check_files(data_dir: Path) -> None:
+def _is_directory(data_dir: DataPath) -> bool:
+    """Whether ``data_dir`` is a directory (in S3: whether its bucket exists)."""
+    if isinstance(data_dir, ObjectPath):
+        from pyarrow import fs  # type: ignore[import-untyped, unused-ignore]
+
+        info = filesystem().get_file_info(data_dir.bucket)
+        return bool(info.type == fs.FileType.Directory)
+    try:
+        return stat.S_ISDIR(os.stat(data_dir).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
+def check_files(data_dir: DataPath) -> None:
     """Check every data file's footer against its name (see :func:`check_data_files`);
     raise naming each bad file."""
     files = dataset_files(data_dir)
@@ -267,56 +330,82 @@ def check_files(data_dir: Path) -> None:
 # -- one data file -----------------------------------------------------------------------
 
 
-def check_data_files(paths: Sequence[Path], data_dir: Path) -> None:
+def check_data_files(paths: Sequence[DataPath], data_dir: DataPath) -> None:
     """Check that each data file can be read and that its footer agrees with its name.
 
     Only the footers are read (row count, ``block_number`` statistics).  Every file that
     cannot be trusted is named in one :class:`InvalidDataFile`; a filesystem error (no
     permission, ...) raises a :class:`StorageError` at once.
     """
-    bad: list[tuple[Path, str]] = []
-    for path in paths:
+
+    def inspect(path: DataPath) -> tuple[DataPath, str | None]:
         try:
-            problem = inspect_data_file(path)
+            return path, inspect_data_file(path)
         except OSError as exc:
             raise read_error(naming(exc, path), data_dir) from exc
-        if problem is not None:
-            bad.append((path, problem))
+
+    bad = [(path, problem) for path, problem in _each(inspect, paths) if problem is not None]
     if bad:
         raise invalid_files(bad, data_dir)
 
 
-def inspect_data_file(path: Path) -> str | None:
+def inspect_data_file(path: DataPath) -> str | None:
     """Why the data file ``path`` cannot be trusted, or None.
 
     Raises :class:`OSError` (with an errno) when the filesystem fails; a file that is
     not Parquet, is truncated or disagrees with its name is a problem, not an error.
     """
+    return _inspect(path)[0]
+
+
+def _inspect(path: DataPath) -> tuple[str | None, Any]:
+    """:func:`inspect_data_file`'s answer, and the footer read (None if unreadable)."""
     import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
-    import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 
     span = parse_file_name(path.name)
     if span is None:
-        return "its name is not part-<first>-<last>-<token>.parquet (the daemon ignores it)"
+        return "its name is not part-<first>-<last>-<token>.parquet (the daemon ignores it)", None
     try:
-        meta = pq.read_metadata(path)
+        meta = _parquet(path).metadata
         names = meta.schema.names
         if "block_number" not in names:
-            return "it has no block_number column"
+            return "it has no block_number column", None
         first, last = _block_range(path, meta, names.index("block_number"))
     except OSError as exc:
-        if exc.errno is not None:
+        if exc.errno is not None or _store_failed(exc):
             raise
-        return f"it cannot be read as Parquet ({exc})"  # pyarrow's own IOError
+        return f"it cannot be read as Parquet ({exc})", None  # pyarrow's own IOError
     except (pa.ArrowException, ValueError) as exc:
-        return f"it cannot be read as Parquet ({exc})"
-    return span_disagreement(span, meta.num_rows, first, last)
+        return f"it cannot be read as Parquet ({exc})", None
+    return span_disagreement(span, meta.num_rows, first, last), meta
 
 
-def _block_range(path: Path, meta: Any, column: int) -> tuple[int | None, int | None]:
+def _store_failed(exc: OSError) -> bool:
+    """Whether pyarrow's ``exc`` (no errno) is S3's failure rather than the file's."""
+    return "AWS Error" in str(exc) or "curlCode" in str(exc)
+
+
+_READERS = 16  # footers read at once from S3 (each is a round trip or two)
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def _each(fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
+    r"""``fn`` of each item, in order: over S3 (items of :class:`ObjectPath`\ s), in
+    threads, since each costs round trips; on a disk, one after the other."""
+    if len(items) < 2 or not isinstance(_path_of(items[0]), ObjectPath):
+        return [fn(item) for item in items]
+    with concurrent.futures.ThreadPoolExecutor(_READERS) as pool:
+        return list(pool.map(fn, items))
+
+
+def _path_of(item: object) -> object:
+    return item[0] if isinstance(item, tuple) else item
+
+
+def _block_range(path: DataPath, meta: Any, column: int) -> tuple[int | None, int | None]:
     """The lowest and highest block_number: from the statistics, else from the column."""
     import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
-    import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 
     lows: list[int] = []
     highs: list[int] = []
@@ -326,7 +415,7 @@ def _block_range(path: Path, meta: Any, column: int) -> tuple[int | None, int | 
             continue
         stats = group.column(column).statistics
         if stats is None or not stats.has_min_max:
-            numbers = pq.read_table(path, columns=["block_number"])["block_number"]
+            numbers = _read_table(path, columns=["block_number"])["block_number"]
             low, high = pc.min(numbers).as_py(), pc.max(numbers).as_py()
             return low, high
         lows.append(stats.min)
@@ -334,7 +423,7 @@ def _block_range(path: Path, meta: Any, column: int) -> tuple[int | None, int | 
     return (min(lows), max(highs)) if lows else (None, None)
 
 
-def invalid_files(bad: Sequence[tuple[Path, str]], data_dir: Path) -> InvalidDataFile:
+def invalid_files(bad: Sequence[tuple[DataPath, str]], data_dir: DataPath) -> InvalidDataFile:
     """The error naming data files that cannot be trusted, each with its problem, and
     the fix."""
     shown = "; ".join(f"{path}: {problem}" for path, problem in bad[:10])
@@ -350,14 +439,14 @@ def invalid_files(bad: Sequence[tuple[Path, str]], data_dir: Path) -> InvalidDat
 
 
 @contextlib.contextmanager
-def _reading(path: Path, data_dir: Path) -> Iterator[None]:
+def _reading(path: DataPath, data_dir: DataPath) -> Iterator[None]:
     """Turn the errors of reading a data file into :class:`StorageError`\\ s."""
     import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 
     try:
         yield
     except OSError as exc:
-        if exc.errno is None:
+        if exc.errno is None and not _store_failed(exc):
             raise invalid_files([(path, f"it cannot be read ({exc})")], data_dir) from exc
         raise read_error(naming(exc, path), data_dir) from exc
     except (pa.ArrowException, ValueError) as exc:

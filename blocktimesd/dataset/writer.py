@@ -35,40 +35,48 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from operator import attrgetter
-from pathlib import Path
-from typing import Any, Protocol, TypeAlias
-
-import orjson
+from typing import TypeAlias
 
 from blocktimesd.core.backoff import backoff
 from blocktimesd.dataset import repair
 from blocktimesd.dataset.files import (
     Append,
-    DataDirLock,
     Files,
     WriteFile,
     error_place,
     path_error,
     storage_error,
 )
+from blocktimesd.dataset.intake import (
+    ITEM_TYPES,
+    DeleteFrom,
+    Flush,
+    Item,
+    NullObserver,
+    Reconciliation,
+    Stop,
+    WriterObserver,
+    WriterSettings,
+    WriterStatus,
+)
 from blocktimesd.dataset.layout import (
     RECONCILIATION,
     ROWS,
-    check_chain,
     partition_runs,
     reorg_partition,
     row_partition,
 )
+from blocktimesd.dataset.object_files import files_for, lock_for
+from blocktimesd.dataset.objects import DataPath, as_data_path
 from blocktimesd.dataset.records import ReorgRecord, Row
-from blocktimesd.dataset.rotation import Batch, RollReason, RotationPolicy, Rotator
+from blocktimesd.dataset.rotation import Batch, RollReason, Rotator
 from blocktimesd.dataset.scan import temp_files
 from blocktimesd.errors import BlocktimesError, StorageError, WriterClosed
 
@@ -86,127 +94,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _CHAIN, _NUMBER = attrgetter("chain"), attrgetter("block_number")
-
-# -- items -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Reconciliation:
-    """One record for ``reconciliation/<chain>.jsonl``; ``record`` is anything orjson
-    serializes (a dataclass instance, typically).  Serialized here, so a record that
-    cannot be written fails in the producer, not in the writer."""
-
-    chain: str
-    record: Any
-    line: bytes = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        check_chain(self.chain)
-        object.__setattr__(
-            self, "line", orjson.dumps(self.record, option=orjson.OPT_APPEND_NEWLINE)
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class DeleteFrom:
-    """Remove ``chain``'s rows with ``block_number >= block_number``, buffered and on disk."""
-
-    chain: str
-    block_number: int
-
-    def __post_init__(self) -> None:
-        check_chain(self.chain)
-        if self.block_number < 0:
-            raise ValueError(f"cannot delete from block {self.block_number}")
-
-
-def _new_future() -> asyncio.Future[None]:
-    return asyncio.get_running_loop().create_future()
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class Flush:
-    """Await it: done when everything queued before it is durable."""
-
-    done: asyncio.Future[None] = field(default_factory=_new_future)
-
-    def __await__(self) -> Generator[Any, None, None]:
-        return self.done.__await__()
-
-
-Item: TypeAlias = Row | list[Row] | ReorgRecord | Reconciliation | DeleteFrom | Flush
-_ITEM_TYPES = (Row, list, ReorgRecord, Reconciliation, DeleteFrom, Flush)
-
-
-class _Stop:
-    """Wakes the writer task when close() is called."""
-
-
-# -- settings, status, observer ----------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class WriterSettings:
-    max_rows: int = 50_000  # rows per file
-    max_minutes: float = 10.0  # a file is written at most this long after its first row
-    queue_size: int = 1024  # items (a list of rows counts as one)
-    row_group_rows: int = 65_536
-    poll_interval: float = 1.0  # seconds between checks of open files' age
-    # Seconds between snapshots of an open file of rows (None: written only when rolled).
-    checkpoint_s: float | None = None
-    retry_initial: float = 1.0  # seconds before retrying a failed write; doubles ...
-    retry_cap: float = 60.0  # ... up to this
-
-    def __post_init__(self) -> None:
-        if self.queue_size < 1 or self.row_group_rows < 1 or self.poll_interval <= 0:
-            raise ValueError("queue_size, row_group_rows and poll_interval must be positive")
-        if self.checkpoint_s is not None and self.checkpoint_s <= 0:
-            raise ValueError("checkpoint_s must be positive (or None)")
-
-    @property
-    def policy(self) -> RotationPolicy:
-        return RotationPolicy(self.max_rows, self.max_minutes * 60)
-
-
-class WriterStatus(enum.StrEnum):
-    NEW = "new"
-    RUNNING = "running"
-    FAILING = "failing"  # writes fail (see .error) and are being retried
-    CLOSED = "closed"
-
-
-class WriterObserver(Protocol):
-    """Where the writer reports what it does (the metrics layer implements this)."""
-
-    def file_written(self, dataset: str, chain: str, rows: int) -> None: ...
-
-    def rows_deleted(self, chain: str, rows: int) -> None: ...
-
-    def write_failed(self, reason: str) -> None: ...
-
-    def write_recovered(self) -> None: ...
-
-    def queue_length(self, items: int) -> None: ...
-
-    def rows_pending(self, chain: str, rows: int) -> None:
-        """``chain`` has ``rows`` rows put and not yet durable (queued or buffered)."""
-
-    def rows_checkpointed(self, chain: str, rows: int) -> None:
-        """A snapshot of an open file made ``rows`` more rows of ``chain`` durable."""
-
-    def write_succeeded(self) -> None:
-        """DATA_DIR was taken, or an operation completed: the writer can write."""
-
-
-class _NullObserver:
-    """Hears nothing: the observer of a writer without metrics."""
-
-    def _ignore(self, *args: object, **kwargs: object) -> None:
-        pass
-
-    file_written = rows_deleted = write_failed = write_recovered = _ignore
-    queue_length = rows_pending = rows_checkpointed = write_succeeded = _ignore
-
 
 # -- operations: each is safe to repeat after a failure ----------------------------------
 
@@ -227,7 +114,7 @@ class ParquetWriter:
 
     def __init__(
         self,
-        data_dir: Path | str,
+        data_dir: DataPath | str,
         settings: WriterSettings | None = None,
         *,
         observer: WriterObserver | None = None,
@@ -235,22 +122,27 @@ class ParquetWriter:
         files: Files | None = None,
         logger: logging.Logger | None = None,
         rng: random.Random | None = None,
+        break_lease: bool = False,
+        shard: str | None = None,
     ) -> None:
-        self.data_dir = Path(data_dir)
+        self.data_dir = as_data_path(data_dir)
+        # A backfill worker of several (--shard): its own lock, and no clean-up of temp
+        # files, which may be another worker's.
+        self._shard = shard
         self.settings = settings or WriterSettings()
-        self._observer: WriterObserver = observer or _NullObserver()
+        self._observer: WriterObserver = observer or NullObserver()
         self._clock = clock
-        self._files = files or Files()
+        self._files = files or files_for(self.data_dir)
         self._log = logger or log
         self._rng = rng or random.Random()
         # Bounded: when full, put() waits, so producers slow to the disk's pace, and to a
         # halt while writes fail.  In memory: this many items plus the open files.
-        self._queue: asyncio.Queue[Item | _Stop] = asyncio.Queue(self.settings.queue_size)
+        self._queue: asyncio.Queue[Item | Stop] = asyncio.Queue(self.settings.queue_size)
         self._rows: Rotator[Row] = Rotator(self.settings.policy)
         self._reorgs: Rotator[ReorgRecord] = Rotator(self.settings.policy)
         self._ops: deque[_Op] = deque()  # operations due, in order; the head may be retrying
         self._task: asyncio.Task[None] | None = None
-        self._lock = DataDirLock(self.data_dir)
+        self._lock = lock_for(self.data_dir, break_lease=break_lease, shard=shard)
         self._stopping = False  # no more intake; the task drains and ends
         self._close_started = False
         self._closed = asyncio.Event()
@@ -290,7 +182,7 @@ class ParquetWriter:
             if task is not None:
                 # When full, the task is busy rather than waiting; it sees _stopping anyway.
                 with contextlib.suppress(asyncio.QueueFull):
-                    self._queue.put_nowait(_Stop())
+                    self._queue.put_nowait(Stop())
                 done, _ = await asyncio.wait({task}, timeout=timeout)
                 if not done:
                     self._give_up(f"{timeout:g} s shutdown deadline passed")
@@ -324,7 +216,7 @@ class ParquetWriter:
 
     async def put(self, item: Item) -> None:
         """Queue one item, waiting while the queue is full."""
-        if not isinstance(item, _ITEM_TYPES):
+        if not isinstance(item, ITEM_TYPES):
             raise TypeError(f"the writer does not take {type(item).__name__}")
         if self._stopping or self._task is None or self._task.done():
             raise WriterClosed(f"the writer of {self.data_dir} is {self.status}")
@@ -415,7 +307,7 @@ class ParquetWriter:
         else:
             item = self._queue.get_nowait()
         self._observer.queue_length(self._queue.qsize())
-        return None if isinstance(item, _Stop) else item
+        return None if isinstance(item, Stop) else item
 
     def _handle(self, item: Item, now: float) -> None:
         if isinstance(item, Row):
@@ -587,7 +479,7 @@ class ParquetWriter:
         try:
             self._files.makedirs(self.data_dir)
             self._lock.acquire()
-            temps = temp_files(self.data_dir)
+            temps = [] if self._shard is not None else temp_files(self.data_dir)
             for temp in temps:
                 self._files.unlink(temp)
         except OSError as exc:

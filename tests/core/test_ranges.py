@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from blocktimesd.core.ranges import Span, describe, merge, runs, subtract, total, windows
+from blocktimesd.core.ranges import Shard, Span, describe, merge, runs, subtract, total, windows
 
 
 def spans(*pairs: tuple[int, int]) -> list[Span]:
@@ -59,3 +61,29 @@ def test_describe_and_empty_span() -> None:
     assert describe(spans(*((i * 3, i * 3) for i in range(5))), limit=2) == "0, 3 and 3 more"
     with pytest.raises(ValueError, match="empty span"):
         Span(3, 2)
+
+
+@given(
+    first=st.integers(0, 5000),
+    length=st.integers(1, 5000),
+    count=st.integers(1, 6),
+    size=st.integers(1, 700),
+)
+def test_shards_split_a_span_into_disjoint_aligned_chunks(
+    first: int, length: int, count: int, size: int
+) -> None:
+    span = Span(first, first + length - 1)
+    parts = [(i, part) for i in range(1, count + 1) for part in Shard(i, count, size).spans(span)]
+    numbers = sorted(n for _, part in parts for n in range(part.first, part.last + 1))
+    assert numbers == list(range(span.first, span.last + 1))  # each block once
+    for i, part in parts:
+        chunk = part.first // size
+        assert part.last // size == chunk  # within one aligned chunk
+        assert chunk % count == i - 1  # dealt round-robin
+
+
+def test_a_shard_of_a_span_by_hand() -> None:
+    assert Shard(2, 3, 10).spans(Span(5, 64)) == [Span(10, 19), Span(40, 49)]
+    assert Shard(1, 3, 10).spans(Span(5, 64)) == [Span(5, 9), Span(30, 39), Span(60, 64)]
+    with pytest.raises(ValueError, match="no shard 4/3"):
+        Shard(4, 3, 10)

@@ -270,15 +270,21 @@ def _production(
 
 
 def _reorgs(con: duckdb.DuckDBPyConnection, p: ReportParams) -> Reorgs:
-    chains = p.chains or ("*",)
-    files = [f for chain in chains for f in (p.data_dir / REORGS).glob(f"chain={chain}/*.parquet")]
+    # Listed by DuckDB, as it lists the rows: the same globbing, local or in S3.
+    files = [
+        file
+        for chain in p.chains or ("*",)
+        for (file,) in con.execute(
+            "SELECT file FROM glob(?)", [str(p.data_dir / REORGS / f"chain={chain}" / "*.parquet")]
+        ).fetchall()
+    ]
     if not files:
         return Reorgs(0, {}, {})
     width = WINDOW_MS[p.window]
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE reorgs_in_range AS
         SELECT chain, detected_ts_ms, depth
-        FROM read_parquet({sql_literal([str(f) for f in files])}, hive_partitioning = false)
+        FROM read_parquet({sql_literal(files)}, hive_partitioning = false)
         WHERE {_time_filter("detected_ts_ms", p)}""")
     return Reorgs(
         len(files),
