@@ -5,6 +5,7 @@ checked against the rows put, read back with a plain S3 listing written here."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -19,8 +20,11 @@ from blocktimesd.cli import main
 from blocktimesd.core.ranges import Span
 from blocktimesd.dataset import objects
 from blocktimesd.dataset.layout import parse_file_name
+from blocktimesd.dataset.object_files import ObjectFiles
 from blocktimesd.dataset.objects import ObjectPath, data_location
 from blocktimesd.dataset.records import COLUMNS, Row
+from blocktimesd.dataset.repair import Repair
+from blocktimesd.dataset.repair import apply as repair_apply
 from blocktimesd.dataset.scan import (
     dataset_chains,
     durable_runs,
@@ -195,3 +199,50 @@ def test_a_missing_bucket_is_a_usage_error_naming_it(
     err = capsys.readouterr().err
     assert "no-such-bucket-here" in err
     assert "Traceback" not in err
+
+
+class FailAt(ObjectFiles):
+    """Fails the ``at``-th call of ``operation`` (counting from 1), as a crash there."""
+
+    def __init__(self, operation: str, at: int) -> None:
+        super().__init__()
+        self.operation, self.at, self.calls = operation, at, 0
+
+    def _maybe_fail(self, operation: str) -> None:
+        if operation == self.operation:
+            self.calls += 1
+            if self.calls == self.at:
+                raise OSError(errno.EIO, "injected", operation)
+
+    def unlink(self, path: Any) -> None:
+        self._maybe_fail("unlink")
+        super().unlink(path)
+
+    def replace(self, source: Any, target: Any) -> None:
+        self._maybe_fail("replace")
+        super().replace(source, target)
+
+    def write_new(self, path: Any, data: bytes) -> None:
+        self._maybe_fail("write_new")
+        super().write_new(path, data)
+
+
+@pytest.mark.parametrize(
+    ("operation", "at"),
+    [("write_new", 1), ("unlink", 1), ("unlink", 2), ("replace", 1)],
+)
+async def test_a_repair_stopped_at_any_step_leaves_a_prefix(
+    s3: ObjectPath, operation: str, at: int
+) -> None:
+    rows = ROWS[:120]
+    await write(s3, rows)  # files 1-40, 41-80, 81-120
+    repair = Repair("consensus", 60, buffered=0)
+    failing = FailAt(operation, at)
+    with pytest.raises(OSError, match="injected"):
+        repair_apply(repair, s3, failing, row_group_rows=1000)
+    visible = stored_rows(s3, "consensus")
+    assert visible == rows[: len(visible)]  # a prefix, whatever the step
+    assert len(visible) >= 40  # the file below the repair is never touched
+    repair_apply(repair, s3, failing, row_group_rows=1000)  # the retry
+    assert stored_rows(s3, "consensus") == rows[:59]
+    assert not [key for key in keys(s3) if key.endswith(".tmp")]
