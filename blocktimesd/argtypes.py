@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from blocktimesd.dataset.objects import DataPath
 
 __all__ = [
+    "add_break_lease_argument",
     "add_dataset_arguments",
     "data_dir_from",
     "non_negative",
@@ -65,6 +66,17 @@ def shard_of(text: str) -> tuple[int, int]:
             f"not I/N with 1 <= I <= N: {text!r} (e.g. 1/4 for the first of four workers)"
         )
     return i, n
+
+
+def add_break_lease_argument(parser: argparse.ArgumentParser) -> None:
+    """``--break-lease``, as the commands that write (``run``, ``backfill``) take it."""
+    parser.add_argument(
+        "--break-lease",
+        action="store_true",
+        help="in S3: take over the writer lease of a writer that has not renewed it "
+        "within its TTL (one of this host whose process is gone is taken over anyway) "
+        "(default: False)",
+    )
 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser, what: str) -> None:

@@ -18,7 +18,7 @@ import pytest
 
 from blocktimesd.aio.chain import ChainReader
 from blocktimesd.aio.rpc import RpcClient, RpcSettings
-from blocktimesd.backfill.engine import Backfill, BackfillSettings
+from blocktimesd.backfill.engine import Backfill, BackfillSettings, ChainResult
 from blocktimesd.backfill.fetch import BlockFetcher
 from blocktimesd.backfill.reads import choose_batch_size
 from blocktimesd.commands.backfill import (
@@ -277,30 +277,42 @@ class RecordingRng(random.Random):
         (RpcError(-32603, "Internal error", "injected"), "transient error", 5),
     ],
 )
+async def flaky_backfill(
+    data: Path, settings: BackfillSettings, retry: RetryPolicy, **flaws: Any
+) -> tuple[ChainResult, FlakyFetcher, Devnet]:
+    """Blocks 1-250 backfilled through a :class:`FlakyFetcher` with ``flaws``."""
+    devnet = Devnet(dataclasses.replace(PARAMS, history=300))
+    async with devnet as urls:
+        rpc = RpcSettings(endpoints=(urls.consensus,), max_inflight=16)
+        async with RpcClient(rpc, "consensus") as client, ParquetWriter(data) as writer:
+            await client.wait_ready(10)
+            reader = ChainReader(client, ChainKind.CONSENSUS, "consensus")
+            engine = Backfill(reader, "consensus", K, writer, data, settings=settings, retry=retry)
+            fetcher = FlakyFetcher(client, "consensus", blocks_per_task=25,
+                                   query_storage=engine.query_storage)  # fmt: skip
+            for name, value in flaws.items():
+                setattr(fetcher, name, value)
+            engine.fetcher = fetcher
+            return await engine.run(Span(1, 250)), fetcher, devnet
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "tries"),
+    [
+        (MalformedAnswer("injected: a header that is not one"), "node fault", 3),
+        (RpcError(-32603, "Internal error", "injected"), "transient error", 5),
+    ],
+)
 async def test_failed_windows_are_retried_then_listed(
     tmp_path: Path, error: Exception, kind: str, tries: int
 ) -> None:
     """Node faults and transient errors each have their own bound (3 and 5 here): a
     window is fetched that many times, with the policy's delays, then listed."""
-    devnet = Devnet(dataclasses.replace(PARAMS, history=300))
     rng = RecordingRng()
-    async with devnet as urls:
-        settings = RpcSettings(endpoints=(urls.consensus,), max_inflight=16)
-        async with RpcClient(settings, "consensus") as client, ParquetWriter(tmp_path) as writer:
-            await client.wait_ready(10)
-            reader = ChainReader(client, ChainKind.CONSENSUS, "consensus")
-            engine = Backfill(
-                reader, "consensus", K, writer, tmp_path,
-                settings=BackfillSettings(
-                    window=50, blocks_per_task=25, attempts=3, transient_attempts=5
-                ),
-                retry=RetryPolicy(initial=0.02, cap=0.08, rng=rng),
-            )  # fmt: skip
-            fetcher = FlakyFetcher(client, "consensus", blocks_per_task=25,
-                                   query_storage=engine.query_storage)  # fmt: skip
-            fetcher.error = error
-            engine.fetcher = fetcher
-            result = await engine.run(Span(1, 250))
+    settings = BackfillSettings(window=50, blocks_per_task=25, attempts=3, transient_attempts=5)
+    result, _, devnet = await flaky_backfill(
+        tmp_path, settings, RetryPolicy(initial=0.02, cap=0.08, rng=rng), error=error
+    )
     assert result.failed == (Span(101, 200),)
     assert "FAILED blocks: 101-200" in summary(result)
     assert len(result.errors) == 2
@@ -321,22 +333,10 @@ async def test_transient_errors_beyond_the_node_fault_bound_are_ridden_out(
     """A node that fails the fetches over blocks 150..160 eight times with a transient
     error (so one of the two windows over them at least four times: more than the 3
     node faults allowed) loses no block."""
-    devnet = Devnet(dataclasses.replace(PARAMS, history=300))
-    async with devnet as urls:
-        settings = RpcSettings(endpoints=(urls.consensus,), max_inflight=16)
-        async with RpcClient(settings, "consensus") as client, ParquetWriter(tmp_path) as writer:
-            await client.wait_ready(10)
-            reader = ChainReader(client, ChainKind.CONSENSUS, "consensus")
-            engine = Backfill(
-                reader, "consensus", K, writer, tmp_path,
-                settings=BackfillSettings(window=50, blocks_per_task=25, attempts=3),
-                retry=RetryPolicy(initial=0.01, cap=0.02),
-            )  # fmt: skip
-            fetcher = FlakyFetcher(client, "consensus", blocks_per_task=25,
-                                   query_storage=engine.query_storage)  # fmt: skip
-            fetcher.failures = 8
-            engine.fetcher = fetcher
-            result = await engine.run(Span(1, 250))
+    settings = BackfillSettings(window=50, blocks_per_task=25, attempts=3)
+    result, fetcher, devnet = await flaky_backfill(
+        tmp_path, settings, RetryPolicy(initial=0.01, cap=0.02), failures=8
+    )
     assert result.failed == ()
     assert fetcher.failed == 8
     assert check_no_duplicates(tmp_path, "consensus") == list(range(1, 251))

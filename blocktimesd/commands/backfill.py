@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from blocktimesd.argtypes import non_negative, positive, shard_of
+from blocktimesd.argtypes import add_break_lease_argument, non_negative, positive, shard_of
 from blocktimesd.config.load import command_line_chain, load_config
 from blocktimesd.config.model import ChainConfig, Config
 from blocktimesd.core.chains import ChainKind
@@ -111,13 +111,7 @@ def add_backfill_arguments(p: argparse.ArgumentParser) -> None:
         help="dataset directory or s3://bucket/prefix (default: DATA_DIR, data_dir in the "
         "configuration, or ./data)",
     )
-    p.add_argument(
-        "--break-lease",
-        action="store_true",
-        help="in S3: take over the writer lease of a writer that has not renewed it "
-        "within its TTL (one of this host whose process is gone is taken over anyway) "
-        "(default: False)",
-    )
+    add_break_lease_argument(p)
     p.add_argument(
         "--rpc",
         metavar="URL",

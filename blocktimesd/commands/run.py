@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from blocktimesd.argtypes import add_break_lease_argument
 from blocktimesd.errors import ConfigError
 
 if TYPE_CHECKING:  # imported when the daemon runs: `blocktimesd --help` stays fast
@@ -70,13 +71,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         help="dataset directory or s3://bucket/prefix (default: $DATA_DIR, else the file's "
         "data_dir, else data)",
     )
-    p.add_argument(
-        "--break-lease",
-        action="store_true",
-        help="in S3: take over the writer lease of a writer that has not renewed it "
-        "within its TTL (one of this host whose process is gone is taken over anyway) "
-        "(default: False)",
-    )
+    add_break_lease_argument(p)
     p.add_argument(
         "--consensus-rpc",
         metavar="URL[,URL...]",

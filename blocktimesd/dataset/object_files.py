@@ -30,7 +30,6 @@ import time
 from typing import Any
 
 from blocktimesd.dataset.files import DataDirLock, Files
-from blocktimesd.dataset.layout import temp_name
 from blocktimesd.dataset.objects import DataPath, ObjectPath, filesystem
 from blocktimesd.errors import BlocktimesError, LockLost
 
@@ -141,15 +140,6 @@ class ObjectFiles(Files):
                 self.unlink(old)
         self.write_new(final, data)
         return final
-
-    def write_temp(self, directory: DataPath, name: str, data: bytes) -> DataPath:
-        temp = directory / temp_name(name)
-        try:
-            self.write_new(temp, data)
-        except OSError:
-            self.discard(temp)
-            raise
-        return temp
 
 
 class ObjectLock:
