@@ -417,6 +417,34 @@ async def test_batches_follow_how_long_the_node_takes_per_call() -> None:
                 assert await choose_batch_size(client, "consensus") in expected
 
 
+class TimedNode:
+    """A node whose answers take the times scripted, in order, on a clock of its own."""
+
+    def __init__(self, batch_size: int, durations: list[float]) -> None:
+        self.settings = RpcSettings(("ws://127.0.0.1:9",), batch_size=batch_size)
+        self.durations = durations
+        self.now = 0.0
+        self.asked: list[int] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def call_many(self, calls: list[Any], batch_size: int) -> list[Any]:
+        self.asked.append(len(calls))
+        self.now += self.durations.pop(0)
+        return ["0x00"] * len(calls)
+
+
+async def test_a_single_call_slowed_by_a_reconnect_is_timed_again() -> None:
+    # The first single call waited for a reconnect (174 ms); the batch of 4 took 12 ms,
+    # faster than that one call: the single call is timed again (2 ms), so calls cost
+    # about 3.3 ms each and batches hold 6, not the largest (64).
+    node = TimedNode(64, [0.174, 0.012, 0.002])
+    size = await choose_batch_size(node, "consensus", clock=node.clock)  # type: ignore[arg-type]
+    assert node.asked == [1, 4, 1]
+    assert 5 <= size <= 6  # 20 ms of budget / 3.3 ms a call (without the re-timing: 64)
+
+
 def test_storage_answers_are_read_whatever_the_order_of_keys() -> None:
     client = RpcClient(RpcSettings(("ws://127.0.0.1:9",)), "consensus")  # never started
     fetcher = BlockFetcher(client, "consensus", blocks_per_task=1, query_storage=False)

@@ -172,6 +172,9 @@ _FAST_ROUND_TRIP_S = 0.005
 _BATCH_BUDGET_S = 0.02  # the least time a batch's own calls may add to its round trip
 
 
+_PROBE_RETRIES = 3  # single calls timed again when a batch beat the first one
+
+
 async def choose_batch_size(
     client: RpcClient, label: str, clock: Callable[[], float] = time.perf_counter
 ) -> int:
@@ -200,6 +203,12 @@ async def choose_batch_size(
     samples = 3 if single < _FAST_ROUND_TRIP_S else 1
     single = min([single] + [await timed(probe[:1]) for _ in range(samples - 1)])
     batch = min([await timed(probe) for _ in range(samples)])
+    for _ in range(_PROBE_RETRIES):
+        if batch >= single:
+            break
+        # A batch answered faster than one call: that call was slowed by something else
+        # (a reconnect, a stall); timed again, or every batch would be the largest.
+        single = min(single, await timed(probe[:1]))
     per_call = max(batch - single, 0.0) / (_PROBE_CALLS - 1)
     budget = max(single, _BATCH_BUDGET_S)
     size = largest if per_call * largest <= budget else max(1, int(budget / per_call))
