@@ -3,6 +3,11 @@ the fault proxy throttling, failing and dropping a share of the requests."""
 
 from __future__ import annotations
 
+import logging
+import os
+import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +21,7 @@ from blocktimesd.dataset.lease import (
     Holder,
     S3Lease,
     lease_key,
+    process_identity,
     s3_client,
 )
 from blocktimesd.errors import DataDirInUse, LockLost, WriterClosed
@@ -328,3 +334,99 @@ def test_a_lost_answer_to_breaking_a_lease_is_recognised(
     finally:
         client.close()
     assert s3_faulty.counts["lost"] == 1
+
+
+# -- holders that are processes of this host -------------------------------------------------
+
+
+def hold_lease_script(bucket: str, key: str) -> str:
+    """A ``python -c`` program that takes the lease at ``key`` as itself (the S3 of the
+    environment, the default TTL), says so, and sleeps."""
+    return (
+        "import time\n"
+        "from blocktimesd.dataset.lease import S3Lease, s3_client\n"
+        f"S3Lease(s3_client(), {bucket!r}, {key!r}).acquire()\n"
+        "print('held', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+
+
+def dead_pid() -> int:
+    """The pid of a process of this host that has exited."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_the_lease_of_a_killed_process_of_this_host_is_taken_over_without_the_flag(
+    client: Any, s3_bucket: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold_lease_script(s3_bucket, KEY)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == b"held\n"
+        mine = S3Lease(client, s3_bucket, KEY, ttl_s=TTL)
+        # Alive: refused, with the flag too (its lease is fresh).
+        for flag in (False, True):
+            with pytest.raises(DataDirInUse, match="not stale" if flag else BREAK_FLAG) as refused:
+                mine.acquire(break_stale=flag)
+            assert f"host {socket.gethostname()}, pid {holder.pid}" in str(refused.value)
+        assert (stored(client, s3_bucket) or {}).get("pid") == holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+    with caplog.at_level(logging.INFO, logger="blocktimesd.dataset.lease"):
+        mine.acquire()
+    assert mine.held
+    assert holder_of(client, s3_bucket) == mine.holder.id
+    assert f"of host {socket.gethostname()} pid {holder.pid}, which is gone" in caplog.text
+    mine.check()
+    mine.release()
+    assert stored(client, s3_bucket) is None
+
+
+def test_a_lease_of_another_host_is_taken_only_with_the_flag_after_its_ttl(
+    client: Any, s3_bucket: str, clock: Clock
+) -> None:
+    # Its pid runs nothing here, and its identity is a real one's: neither matters, as
+    # another host's processes cannot be seen from this one.
+    elsewhere = Holder("elsewhere.example", dead_pid(), "e1", process_identity(os.getpid()))
+    lease(client, s3_bucket, elsewhere, clock).acquire()
+    mine = S3Lease(client, s3_bucket, KEY, ttl_s=TTL, now=clock)
+    clock.t += TTL - 1
+    with pytest.raises(DataDirInUse, match=BREAK_FLAG):
+        mine.acquire()
+    with pytest.raises(DataDirInUse, match="not stale"):
+        mine.acquire(break_stale=True)
+    clock.t += 2
+    with pytest.raises(DataDirInUse, match=r"host elsewhere\.example"):
+        mine.acquire()
+    assert holder_of(client, s3_bucket) == elsewhere.id
+    mine.acquire(break_stale=True)
+    assert holder_of(client, s3_bucket) == mine.holder.id
+
+
+def test_a_live_process_of_this_host_keeps_its_lease_and_a_reused_pid_does_not(
+    client: Any, s3_bucket: str, clock: Clock
+) -> None:
+    host, pid = socket.gethostname(), os.getpid()
+    live = Holder(host, pid, "l1", process_identity(pid))  # this very process
+    lease(client, s3_bucket, live, clock).acquire()
+    mine = S3Lease(client, s3_bucket, KEY, ttl_s=TTL, now=clock)
+    with pytest.raises(DataDirInUse, match=f"host {host}, pid {pid}"):
+        mine.acquire()
+    with pytest.raises(DataDirInUse, match="not stale"):
+        mine.acquire(break_stale=True)
+    assert holder_of(client, s3_bucket) == live.id
+    client.delete_object(Bucket=s3_bucket, Key=KEY)
+    # The same pid, but another process's start: the holder is gone, the pid reused.
+    reused = Holder(host, pid, "r1", process_identity(pid) + "0")
+    lease(client, s3_bucket, reused, clock).acquire()
+    mine.acquire()
+    assert holder_of(client, s3_bucket) == mine.holder.id
