@@ -21,7 +21,7 @@ from typing import Any
 import duckdb
 
 from blocktimesd.dataset.layout import ROWS
-from blocktimesd.dataset.objects import DataPath, is_object_path
+from blocktimesd.dataset.objects import DataPath, ObjectPath
 from blocktimesd.errors import ConfigError
 
 __all__ = [
@@ -116,7 +116,7 @@ def connect(data_dir: DataPath | None = None) -> duckdb.DuckDBPyConnection:
 def attach(con: duckdb.DuckDBPyConnection, data_dir: DataPath) -> None:
     """Let ``con`` read the dataset at ``data_dir``: nothing to do for a local folder;
     the S3 filesystem for one in S3 (imported only then: fsspec costs start-up time)."""
-    if is_object_path(data_dir):
+    if isinstance(data_dir, ObjectPath):
         from blocktimesd.analysis.s3 import register
 
         register(con)

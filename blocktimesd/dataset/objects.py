@@ -31,7 +31,6 @@ __all__ = [
     "as_data_path",
     "data_location",
     "filesystem",
-    "is_object_path",
     "location_problem",
 ]
 
@@ -71,10 +70,6 @@ class ObjectPath(PurePosixPath):
 
 
 DataPath: TypeAlias = Path | ObjectPath  # where a dataset (or a file of it) lives
-
-
-def is_object_path(path: object) -> bool:
-    return isinstance(path, ObjectPath)
 
 
 def location_problem(location: str) -> str | None:

@@ -239,7 +239,7 @@ def durable_runs(data_dir: DataPath | str, chain: str, span: Span) -> list[Span]
         )
         return path, None, runs(inside.to_pylist())
 
-    walked = _each(runs_of, paths)
+    walked = _each(runs_of, paths, where)
     # A truncated or foreign file is named in one clear error (InvalidDataFile), with
     # every other such file, not met as a pyarrow traceback halfway through the walk.
     if bad := [(path, problem) for path, problem, _ in walked if problem is not None]:
@@ -344,7 +344,9 @@ def check_data_files(paths: Sequence[DataPath], data_dir: DataPath) -> None:
         except OSError as exc:
             raise read_error(naming(exc, path), data_dir) from exc
 
-    bad = [(path, problem) for path, problem in _each(inspect, paths) if problem is not None]
+    bad = [
+        (path, problem) for path, problem in _each(inspect, paths, data_dir) if problem is not None
+    ]
     if bad:
         raise invalid_files(bad, data_dir)
 
@@ -390,17 +392,13 @@ _T = TypeVar("_T")
 _R = TypeVar("_R")
 
 
-def _each(fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
-    r"""``fn`` of each item, in order: over S3 (items of :class:`ObjectPath`\ s), in
-    threads, since each costs round trips; on a disk, one after the other."""
-    if len(items) < 2 or not isinstance(_path_of(items[0]), ObjectPath):
+def _each(fn: Callable[[_T], _R], items: Sequence[_T], data_dir: DataPath) -> list[_R]:
+    """``fn`` of each item, in order: in S3, in threads, since each costs round trips;
+    on a disk, one after the other."""
+    if len(items) < 2 or not isinstance(data_dir, ObjectPath):
         return [fn(item) for item in items]
     with concurrent.futures.ThreadPoolExecutor(_READERS) as pool:
         return list(pool.map(fn, items))
-
-
-def _path_of(item: object) -> object:
-    return item[0] if isinstance(item, tuple) else item
 
 
 def _block_range(path: DataPath, meta: Any, column: int) -> tuple[int | None, int | None]:
