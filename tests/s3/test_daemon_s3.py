@@ -1,7 +1,7 @@
 """The daemon writing to S3 (``blocktimesd run`` with ``DATA_DIR=s3://...``), killed with
-SIGKILL at random moments and started again, the store failing a share of requests
-meanwhile: its lease, left behind by a process of this host that is gone, is taken
-over at each start without ``--break-lease``, and the dataset is still the
+SIGKILL at random moments and started again, the store and the nodes failing a share
+of requests meanwhile: its lease, left behind by a process of this host that is gone,
+is taken over at each start without ``--break-lease``, and the dataset is still the
 simulator's canonical chains, every block exactly once, with no gap."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 
 from blocktimesd.dataset.lease import LEASE_NAME
 from blocktimesd.devnet.app import Devnet
-from blocktimesd.devnet.params import ChainParams
+from blocktimesd.devnet.params import ChainParams, FaultParams
 from tests.daemon import K_CONSENSUS, K_DOMAIN
 from tests.s3.test_cli_s3 import (
     PREFIX,
@@ -35,6 +35,12 @@ from tests.test_backfill import check_consensus, check_domain
 
 PARAMS = ChainParams(seed=23, history=80, fork_rate=0.2, stall_every_s=0)
 SPEED = 40.0  # a block every ~0.15 s
+# The nodes misbehave too, several ways at once: error answers, dropped connections and
+# subscriptions, jitter.
+NODE_FAULTS = FaultParams(
+    error_rate=0.005, drop_connections_every_s=2.0, drop_subscriptions_every_s=3.0,
+    latency_jitter_ms=2,
+)  # fmt: skip
 KILLS = 3
 LEASE_KEY = f"{PREFIX}/{LEASE_NAME}"
 START_TIMEOUT_S = 30.0
@@ -88,7 +94,7 @@ async def test_kill_9_and_restart_takes_the_lease_over_and_loses_nothing(
     client = moto_client(moto_endpoint)
     where = f"s3://{s3_bucket}/{PREFIX}"
     me = socket.gethostname()
-    devnet = Devnet(PARAMS, speed=SPEED)
+    devnet = Devnet(PARAMS, NODE_FAULTS, speed=SPEED)
     async with devnet:
         env = daemon_env(devnet, where)
         s3_faulty.set_faults(slowdown=0.05, internal=0.02, reset=0.02, lost=0.02, seed=9)
