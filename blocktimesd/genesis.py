@@ -14,7 +14,8 @@ import os
 import orjson
 
 from blocktimesd.core.redact import redact_url
-from blocktimesd.dataset.objects import DataPath, ObjectPath, filesystem
+from blocktimesd.dataset.object_files import ObjectFiles
+from blocktimesd.dataset.objects import DataPath, ObjectPath
 from blocktimesd.errors import ConfigError, StorageError
 
 __all__ = ["GENESIS_DIR", "check_genesis", "recorded_genesis"]
@@ -28,16 +29,8 @@ def _path(data_dir: DataPath, chain: str) -> DataPath:
 
 def _read(path: DataPath) -> bytes:
     if isinstance(path, ObjectPath):
-        with filesystem().open_input_stream(path.key) as stream:
-            data: bytes = stream.read()
-            return data
+        return ObjectFiles().read_bytes(path)
     return path.read_bytes()
-
-
-def _write_object(path: ObjectPath, data: bytes) -> None:
-    """An object appears whole: no temp name needed."""
-    with filesystem().open_output_stream(path.key) as out:
-        out.write(data)
 
 
 def recorded_genesis(data_dir: DataPath, chain: str) -> str | None:
@@ -80,7 +73,7 @@ def check_genesis(data_dir: DataPath, chain: str, genesis: str, endpoint: str | 
     record = orjson.dumps({"chain": chain, "genesis_hash": genesis})
     try:
         if isinstance(path, ObjectPath):
-            _write_object(path, record)
+            ObjectFiles().write_new(path, record)  # an object appears whole
             return True
         temp = path.with_name(f".{path.name}.tmp")
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -82,18 +82,19 @@ class ObjectFiles(Files):
         elif last is not None and last[0] == _key(path) and offset <= len(last[1]):
             old = last[1][:offset]  # read by line_end just before: not downloaded again
         else:
-            old = self._read(path)[:offset]
+            old = self.read_bytes(path)[:offset]
         self.write_new(path, old + data)
 
     def line_end(self, path: DataPath) -> int:
         try:
-            data = self._read(path)
+            data = self.read_bytes(path)
         except FileNotFoundError:
             return 0
         self._read_last = (_key(path), data)
         return data.rfind(b"\n") + 1
 
-    def _read(self, path: DataPath) -> bytes:
+    def read_bytes(self, path: DataPath) -> bytes:
+        """The whole object at ``path`` (:class:`FileNotFoundError` if there is none)."""
         try:
             with self.fs.open_input_stream(_key(path)) as stream:
                 data: bytes = stream.read()
