@@ -5,16 +5,20 @@ them it stops reading the connection), so on a distant node one connection caps 
 backfill at about ``64 / round trip`` calls per second.  :class:`RpcPool` spreads the
 calls over several :class:`~blocktimesd.aio.rpc.RpcClient` instances (each a connection
 of its own, with the client's retry, timeout, failover and in-flight cap), each call
-(or list of calls, kept together and in order) to the member with the fewest calls
-outstanding.  Members go to the configured endpoints in turn.
+(or list of calls, kept together and in order) to the member with the fewest messages
+outstanding.  A member holds at most twice its in-flight cap; past that, calls wait in
+the pool, in order, and go to the first member with room, so a new connection takes
+work at once instead of the older ones' queues.  Members go to the configured
+endpoints in turn.
 
 How many: a fixed number, or found by probing while the calls flow.  Every interval the
 pool reads how many messages its connections settled and their mean round trip (from
 the send, so the wait for a slot does not count).  While calls queue behind every
 connection's cap, it doubles (up to the cap) and, once the calls queued before are
 answered, judges the next interval: the new connections stay if the messages answered
-per second rose (by ``_GAIN``) and the round trip did not grow (past ``_SLOWER``: the
-node is saturated); otherwise they are closed and the size is settled.  A process
+per second rose (by ``_GAIN``), else they are closed and the size is settled; it grows
+again only while the round trip did not grow too (past ``_SLOWER``: the node nears
+its limit).  A process
 that keeps a core busy (a nearby node) does not probe: only the round trip gains from
 more connections.  The node's answers cap the pool too: a connection refused (HTTP
 429 past the node's connection limit, or any other failure to connect), a connection
@@ -25,6 +29,7 @@ member is the client the caller owns and is never closed here.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -138,7 +143,7 @@ class RpcPool:
         *,
         size: int | None = None,
         cap: int = MAX_CONNECTIONS,
-        interval: float = 0.5,
+        interval: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
         cpu_clock: Callable[[], float] = time.process_time,
     ) -> None:
@@ -162,7 +167,11 @@ class RpcPool:
         self._since = 0.0  # when the monitor last took the meters
         self.served: list[int] = [0]  # calls sent to each member, by opening order
         self.peak = 1  # the most connections used at once
-        self._done = 0  # calls answered (their lists done) so far
+        self._done = 0  # messages answered (their lists done) so far
+        # Messages a member may have outstanding: its in-flight cap, and as many again
+        # waiting in it, so that its connection never idles between lists.
+        self._depth = 2 * first.settings.max_inflight
+        self._waiting: collections.deque[tuple[int, asyncio.Future[_Member]]] = collections.deque()
 
     # -- the client interface -----------------------------------------------------------------
 
@@ -180,7 +189,7 @@ class RpcPool:
         return len(self._members)
 
     async def call(self, method: str, *params: Any, timeout: float | None = None) -> Any:
-        member = self._pick(1)
+        member = await self._pick(1)
         try:
             return await member.client.call(method, *params, timeout=timeout)
         except RpcError as exc:
@@ -188,8 +197,7 @@ class RpcPool:
                 member.limited = str(exc)
             raise
         finally:
-            member.leave(1)
-            self._done += 1
+            self._leave(member, 1)
 
     async def call_many(
         self,
@@ -197,37 +205,78 @@ class RpcPool:
         timeout: float | None = None,
         batch_size: int | None = None,
     ) -> list[Any]:
-        count = len(calls)
-        member = self._pick(count)
+        messages = -(-len(calls) // (batch_size or self.settings.batch_size))
+        member = await self._pick(messages)
         try:
             answers = await member.client.call_many(calls, timeout, batch_size)
         finally:
-            member.leave(count)
-            self._done += count
+            self._leave(member, messages)
         for answer in answers:
             if type(answer) is RpcError and answer.code in _RATE_LIMITED:
                 member.limited = str(answer)
                 break
         return answers
 
-    def _pick(self, count: int) -> _Member:
-        """The connected member with the fewest calls outstanding (the first when none
-        is connected: it waits for its connection as a lone client would)."""
-        members = self._members
-        best = members[0]
-        if len(members) > 1:
-            found: _Member | None = None
-            for member in members:
-                if member.client.ready and (
-                    found is None or member.outstanding < found.outstanding
-                ):
-                    found = member
-            best = found or best
-        best.outstanding += count
-        best.idle.clear()
-        self.served[best.index] += count
+    async def _pick(self, count: int) -> _Member:
+        """A member for ``count`` more messages: the connected one with the fewest
+        outstanding, once it has room.  Calls wait here, in order, rather than in one
+        connection's queue: a connection the pool opens takes the next calls at once."""
+        if not self._waiting:
+            member = self._room(count)
+            if member is not None:
+                return self._assign(member, count)
+        self._busy.set()  # calls queue: probing may begin
+        waiter: asyncio.Future[_Member] = asyncio.get_running_loop().create_future()
+        entry = (count, waiter)
+        self._waiting.append(entry)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.cancelled():
+                self._waiting.remove(entry)
+            else:  # given a member as it was cancelled: give the room back
+                self._leave(waiter.result(), count)
+            raise
+
+    def _room(self, count: int) -> _Member | None:
+        """The connected member with the fewest messages outstanding, if it can take
+        ``count`` more (an idle one always can); the first member when none is
+        connected (it waits for its connection as a lone client would)."""
+        found: _Member | None = None
+        for member in self._members:
+            if member.client.ready and (found is None or member.outstanding < found.outstanding):
+                found = member
+        if found is None:
+            found = self._members[0]
+        if found.outstanding and found.outstanding + count > self._depth:
+            return None
+        return found
+
+    def _assign(self, member: _Member, count: int) -> _Member:
+        member.outstanding += count
+        member.idle.clear()
+        self.served[member.index] += count
         self._busy.set()
-        return best
+        return member
+
+    def _leave(self, member: _Member, count: int) -> None:
+        member.leave(count)
+        self._done += count
+        self._hand_out()
+
+    def _hand_out(self) -> None:
+        """Give the calls waiting for room the members that have it, in order."""
+        waiting = self._waiting
+        while waiting:
+            count, waiter = waiting[0]
+            if waiter.done():
+                waiting.popleft()
+                continue
+            member = self._room(count)
+            if member is None:
+                return
+            waiting.popleft()
+            waiter.set_result(self._assign(member, count))
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -284,6 +333,7 @@ class RpcPool:
         self.served.append(0)
         self._members.append(member)
         self.peak = max(self.peak, len(self._members))
+        self._hand_out()
         return True
 
     def _shrink(self, member: _Member, why: str) -> None:
@@ -329,9 +379,10 @@ class RpcPool:
         return calls / elapsed, seconds / calls, used / elapsed
 
     def _saturated(self) -> bool:
-        """Calls wait behind every connection's in-flight cap: more connections may help."""
+        """Calls wait for room in the pool, or behind every connection's in-flight cap:
+        more connections may help."""
         limit = self.settings.max_inflight
-        return all(m.outstanding > limit for m in self._members)
+        return bool(self._waiting) or all(m.outstanding > limit for m in self._members)
 
     async def _watch(self) -> None:
         await self._busy.wait()
@@ -341,6 +392,7 @@ class RpcPool:
         while True:
             await asyncio.sleep(self._interval)
             self._check_health()
+            self._hand_out()  # a member that connected again may have room
             now = self._take()
             if not self._probing or now is None:
                 continue
@@ -349,22 +401,26 @@ class RpcPool:
                 self.chain, len(self._members), now[0], now[1] * 1000,
             )  # fmt: skip
             if added and before is not None:
-                if now[0] < before[0] * _GAIN or now[1] > before[1] * _SLOWER:
+                if now[0] < before[0] * _GAIN:
                     for member in self._members[-added:]:
                         self._shrink(member, "")
                     log.info(
-                        "%s: %d connections answer %.0f messages/s in %.1f ms, %d answered "
-                        "%.0f in %.1f ms: back to %d",
-                        self.chain, len(self._members) + added, now[0], now[1] * 1000,
-                        len(self._members), before[0], before[1] * 1000, len(self._members),
+                        "%s: %d connections answer %.0f messages/s, %d answered %.0f: back to %d",
+                        self.chain, len(self._members) + added, now[0],
+                        len(self._members), before[0], len(self._members),
                     )  # fmt: skip
                     self._probing = False
                     continue
                 log.info(
-                    "%s: %d connections answer %.0f messages/s (%d: %.0f)",
-                    self.chain, len(self._members), now[0],
-                    len(self._members) - added, before[0],
+                    "%s: %d connections answer %.0f messages/s in %.1f ms (%d: %.0f in %.1f ms)",
+                    self.chain, len(self._members), now[0], now[1] * 1000,
+                    len(self._members) - added, before[0], before[1] * 1000,
                 )  # fmt: skip
+                if now[1] > before[1] * _SLOWER:
+                    # More answers, but each takes longer: the node is near its limit.
+                    # The gain stays; more connections would only queue at the node.
+                    self._probing = False
+                    continue
             before, added = now, 0
             size = len(self._members)
             if size >= self.cap or not self._saturated():
