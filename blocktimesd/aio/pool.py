@@ -12,18 +12,18 @@ work at once instead of the older ones' queues.  Members go to the configured
 endpoints in turn.
 
 How many: a fixed number, or found by probing while the calls flow.  Every interval the
-pool reads how many messages its connections settled and their mean round trip (from
-the send, so the wait for a slot does not count).  While calls queue behind every
-connection's cap, it doubles (up to the cap) and, once the calls queued before are
-answered, judges the next interval: the new connections stay if the messages answered
-per second rose (by ``_GAIN``), else they are closed and the size is settled; it grows
-again only while the round trip did not grow too (past ``_SLOWER``: the node nears
-its limit).  A process
-that keeps a core busy (a nearby node) does not probe: only the round trip gains from
-more connections.  The node's answers cap the pool too: a connection refused (HTTP
-429 past the node's connection limit, or any other failure to connect), a connection
-that stays down, or a rate-limit error shrink it, never below one member; the first
-member is the client the caller owns and is never closed here.
+pool reads how many messages its connections settled and their mean round trip (from the
+send, so the wait for a slot does not count).  While calls queue behind every
+connection's cap, it doubles (quadruples while the process mostly waits; up to the cap)
+and, once the calls queued before are answered, judges the next interval: the new
+connections stay if the messages answered per second rose (by ``_GAIN``), else they are
+closed and the size is settled; it grows again only while the round trip did not grow
+too (past ``_SLOWER``: the node nears its limit).  A process that keeps a core busy (a
+nearby node) does not probe: only the round trip gains from more connections.  The
+node's answers cap the pool too: a connection refused (HTTP 429 past the node's
+connection limit, or any other failure to connect), a connection that stays down, or a
+rate-limit error shrink it, never below one member; the first member is the client the
+caller owns and is never closed here.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ MAX_CONNECTIONS = 8  # probing stops here; a public node would see us as a flood
 _GAIN = 1.15  # a connection stays if calls per second rose at least this much
 _SLOWER = 1.25  # ... and the time per list of calls grew at most this much
 _BUSY = 0.7  # a process using more of a core than this does not probe further
+_IDLE = 0.35  # one using less than this grows fourfold: the round trip is all that limits it
 _MIN_CALLS = 64  # an interval with fewer answers says nothing about the pool
 _DRAIN_TICKS = 50  # the most fifths of a tick waited for calls queued before a new connection
 _DOWN_TICKS = 4  # monitor ticks a connection may stay down before it leaves the pool
@@ -431,9 +432,11 @@ class RpcPool:
                 log.debug("%s: the process is busy (%.0f%% of a core)", self.chain, now[2] * 100)
                 self._probing = False
                 continue
-            # Double the pool (up to the cap): few steps to a distant node's best.
+            # Double the pool, or quadruple it while the process mostly waits (up to the
+            # cap): few steps to a distant node's best.
+            step = size * (3 if now[2] < _IDLE else 1)
             backlog, done = sum(m.outstanding for m in self._members), self._done
-            grown = await asyncio.gather(*(self._grow() for _ in range(min(size, self.cap - size))))
+            grown = await asyncio.gather(*(self._grow() for _ in range(min(step, self.cap - size))))
             added = sum(grown)
             if not added:
                 self._probing = False
