@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import gc
 import itertools
 import random
+import weakref
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +21,7 @@ import pytest
 from blocktimesd.aio.chain import ChainReader
 from blocktimesd.aio.rpc import RpcClient, RpcSettings
 from blocktimesd.backfill.engine import Backfill, BackfillSettings, ChainResult
-from blocktimesd.backfill.fetch import BlockFetcher
+from blocktimesd.backfill.fetch import Block, BlockFetcher, Landing
 from blocktimesd.backfill.reads import choose_batch_size
 from blocktimesd.commands.backfill import (
     add_backfill_arguments,
@@ -194,8 +196,10 @@ async def test_interrupted_backfill_flushes_and_resumes(
     devnet = Devnet(dataclasses.replace(PARAMS, history=1200), FaultParams(latency_ms=5))
     async with devnet:
         point_at(devnet, env)
+        # One connection: a pool of several would fetch the range before the interrupt.
         args = ("--chain", "consensus", "--start", "1", "--end", "1100", "--k", str(K),
-                "--max-inflight", "4", "--batch-size", "1", "--window", "64")  # fmt: skip
+                "--max-inflight", "4", "--batch-size", "1", "--window", "64",
+                "--connections", "1")  # fmt: skip
         task = asyncio.create_task(backfill(tmp_path, *args))
         await asyncio.sleep(1.5)  # a window takes ~0.2 s, the range ~5 s
         task.cancel()
@@ -569,3 +573,43 @@ async def test_an_interrupt_keeps_the_rows_of_a_large_window_fetched_so_far(
     check_consensus(read_rows(tmp_path, "consensus"), devnet.network)
     err = capsys.readouterr().err
     assert f"consensus: blocks 1-1100: {len(done):,} rows written" in err
+
+
+class HeldBlocks(list[Block]):
+    """A window's blocks as the fetcher returns them, in a list weak references follow."""
+
+
+async def test_a_written_window_is_let_go_before_another_is_fetched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Memory holds ``lookahead`` windows of blocks: when a window's fetch starts, the
+    # windows written ``lookahead`` windows before it are no longer referenced.
+    window, lookahead = 32, 2
+    devnet = Devnet(dataclasses.replace(PARAMS, history=400), FaultParams())
+    returned: dict[int, weakref.ref[HeldBlocks]] = {}
+    alive: dict[int, list[int]] = {}  # a window's first block -> windows alive at its start
+    async with devnet as urls:
+        settings = RpcSettings(endpoints=(urls.consensus,))
+        async with RpcClient(settings, "consensus") as client, ParquetWriter(tmp_path) as writer:
+            await client.wait_ready(10)
+            engine = Backfill(
+                ChainReader(client, ChainKind.CONSENSUS, "consensus"), "consensus", K, writer,
+                tmp_path, settings=BackfillSettings(window=window, lookahead=lookahead),
+            )  # fmt: skip
+            fetch = engine.fetcher.fetch
+
+            async def recording(span: Span, landing: Landing | None = None) -> list[Block]:
+                gc.collect()
+                alive[span.first] = sorted(n for n, ref in returned.items() if ref() is not None)
+                blocks = HeldBlocks(await fetch(span, landing))
+                returned[span.first] = weakref.ref(blocks)
+                return blocks
+
+            monkeypatch.setattr(engine.fetcher, "fetch", recording)
+            result = await engine.run(Span(1, 300))
+    assert result.written == 300
+    assert not result.failed
+    starts = sorted(alive)
+    assert starts == list(range(1, 301, window))
+    for first in starts[lookahead:]:
+        assert all(n > first - lookahead * window for n in alive[first]), (first, alive[first])

@@ -12,8 +12,8 @@ import asyncio
 import logging
 import re
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from blocktimesd.aio.chain import call_in_place, call_one_in_place
 from blocktimesd.aio.rpc import RpcClient
@@ -55,8 +55,7 @@ class NodeExpectations:
     needed_from: int | None = None  # a block whose state and body must still be there
 
 
-@dataclass(frozen=True, slots=True)
-class NodeInfo:
+class NodeInfo(NamedTuple):
     endpoint: str
     chain_name: str
     node_name: str
@@ -64,8 +63,13 @@ class NodeInfo:
     genesis_hash: str
     spec_name: str
     spec_version: int
-    methods: frozenset[str] = field(repr=False)
+    methods: frozenset[str]
     unsafe_allowed: bool
+
+    def __repr__(self) -> str:  # without the methods: a node offers a hundred or more
+        shown = self._asdict()
+        del shown["methods"]
+        return f"NodeInfo({', '.join(f'{name}={value!r}' for name, value in shown.items())})"
 
 
 _PREFLIGHT_CALLS: list[tuple[str, list[Any]]] = [

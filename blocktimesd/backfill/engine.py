@@ -27,12 +27,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
+import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from blocktimesd.aio.chain import ChainReader
 from blocktimesd.aio.pool import Caller
@@ -56,6 +59,9 @@ from blocktimesd.dataset.scan import durable_runs
 from blocktimesd.dataset.writer import Reconciliation
 from blocktimesd.errors import BlocktimesError, MalformedAnswer, Outcome, RetryPolicy
 from blocktimesd.progress import ProgressSink
+
+if TYPE_CHECKING:
+    from blocktimesd.core.runtime import Runtime
 
 __all__ = ["Backfill", "BackfillSettings", "BackfillSink", "ChainResult"]
 
@@ -100,8 +106,7 @@ class BackfillSink(Protocol):
     async def flush(self) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class ChainResult:
+class ChainResult(NamedTuple):
     chain: str
     span: Span | None  # the range worked on, after clamping; None: nothing to do
     written: int = 0
@@ -113,8 +118,7 @@ class ChainResult:
     errors: tuple[str, ...] = ()  # why the failed blocks failed, one line per window
 
 
-@dataclass(slots=True)
-class _Tip:
+class _Tip(NamedTuple):
     """The last block turned into a row: the next window's parent."""
 
     number: int
@@ -172,6 +176,7 @@ class Backfill:
         self._stopped_at: int | None = None
         self._span: Span | None = None
         self._skipped = 0
+        self._checks: tuple[asyncio.Future[int], asyncio.Future[Runtime]] | None = None
 
     async def _retrying(self, what: str, call: Callable[[], Awaitable[_T]]) -> _T:
         tries = self.settings.tries()
@@ -188,8 +193,47 @@ class Backfill:
             lambda: block_at_time(self.client, timestamp_ms, tip, self.chain, end=end),
         )
 
-    async def run(self, requested: Span) -> ChainResult:
-        tip = await self.tip()
+    def prepare(self) -> None:
+        """Start reading what the fetch needs of the node (its runtime, checked, and its
+        timing) while the caller still asks other things: on a distant node each round
+        trip counts.  :meth:`run` waits for them, or drops them when nothing is missing."""
+        if self._checks is None:
+            # The timing's calls go first, so that they are answered before the metadata
+            # arrives and is decoded (which holds the event loop).
+            batch = asyncio.ensure_future(
+                self._retrying(
+                    "timing the node", lambda: choose_batch_size(self.client, self.chain)
+                )
+            )
+            runtime = asyncio.ensure_future(
+                self._retrying("reading the runtime", self.reader.check_runtime)
+            )
+            self._checks = (batch, runtime)
+
+    async def run(self, requested: Span, tip: int | None = None) -> ChainResult:
+        """Backfill ``requested`` up to ``tip`` (the best block's number, asked for
+        when not given) minus K."""
+        self.prepare()
+        assert self._checks is not None
+        try:
+            return await self._run(requested, tip, *self._checks)
+        finally:
+            self.drop_checks()
+
+    def drop_checks(self) -> None:
+        """Cancel what :meth:`prepare` started, if it is still running."""
+        if self._checks is not None:
+            _drop(self._checks)
+
+    async def _run(
+        self,
+        requested: Span,
+        tip: int | None,
+        batch: asyncio.Future[int],
+        runtime_read: asyncio.Future[Runtime],
+    ) -> ChainResult:
+        if tip is None:
+            tip = await self.tip()
         last = min(requested.last, tip - self.k)
         if last < requested.last:
             log.warning(
@@ -214,7 +258,7 @@ class Backfill:
             "storage by state_queryStorage ranges" if self.query_storage else "storage per block",
         )  # fmt: skip
         if missing:
-            # Both start-up checks at once: on a distant node each round trip counts.
+            # The range's state, checked while the runtime and timing are read.
             state = asyncio.ensure_future(
                 self._retrying(
                     "reading the state before the range",
@@ -222,13 +266,11 @@ class Backfill:
                 )
             )
             try:
-                runtime = await self._retrying("reading the runtime", self.reader.check_runtime)
+                runtime = await runtime_read
                 await state
+                self.fetcher.batch = await batch
             finally:
-                if not state.done():
-                    state.cancel()
-                elif not state.cancelled():
-                    state.exception()  # seen, whichever check failed first
+                _drop([state])
             keys = [to_hex(runtime.storage_key("Timestamp", "Now"))]
             if self.reader.kind is ChainKind.CONSENSUS:
                 keys += [
@@ -236,9 +278,7 @@ class Backfill:
                     for domain in self.reader.domain_ids
                 ]
             self.fetcher.keys = keys
-            self.fetcher.batch = await self._retrying(
-                "timing the node", lambda: choose_batch_size(self.client, self.chain)
-            )
+            _import_arrow_meanwhile()
             progress = self._progress(self.chain, total(missing)) if self._progress else None
             try:
                 await self._pipeline(missing, progress)
@@ -296,7 +336,12 @@ class Backfill:
                     await _cancel(task for _, task in fetching)
                     await self._salvage(landing)
                     raise
-                if not await self._write_window(landing.window, fetched):
+                written = await self._write_window(landing.window, fetched)
+                # The window's blocks (the list, its task's result, its landing's groups)
+                # are dropped before the next window is awaited and another one started:
+                # memory holds ``lookahead`` windows of blocks, not one more.
+                del fetched, task, landing
+                if not written:
                     return
         finally:
             await _cancel(task for _, task in fetching)
@@ -495,6 +540,29 @@ class Backfill:
                     "%s: block %d (%s) is stamped %d ms after its parent, not later than "
                     "it; written as the chain says", self.chain, number, block_hash, delta,
                 )  # fmt: skip
+
+
+def _import_arrow_meanwhile() -> None:
+    """Import pyarrow (about 0.1 s) in a thread while the first blocks are fetched, not
+    when the first file is written: a distant node leaves the process waiting then.
+    Started after the node is timed, whose timings it would upset."""
+    if "blocktimesd.dataset.schema" not in sys.modules:
+        threading.Thread(
+            target=importlib.import_module,
+            args=("blocktimesd.dataset.schema",),
+            name="import-pyarrow",
+            daemon=True,
+        ).start()
+
+
+def _drop(checks: Iterable[asyncio.Future[Any]]) -> None:
+    """Cancel the checks still running; mark a failed one's error seen (the first one
+    that failed was raised where it was awaited)."""
+    for check in checks:
+        if not check.done():
+            check.cancel()
+        elif not check.cancelled():
+            check.exception()
 
 
 async def _cancel(tasks: Iterable[asyncio.Task[Any]]) -> None:

@@ -15,9 +15,10 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from blocktimesd.argtypes import add_break_lease_argument, non_negative, positive, shard_of
+from blocktimesd.commands import loading_modules
 from blocktimesd.config.load import command_line_chain, load_config
 from blocktimesd.config.model import ChainConfig, Config
 from blocktimesd.core.chains import ChainKind
@@ -183,8 +184,7 @@ def add_backfill_arguments(p: argparse.ArgumentParser) -> None:
 # -- block numbers and date-times --------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Point:
+class Point(NamedTuple):
     """A place on a chain as given: a block number or a UTC time in milliseconds."""
 
     block: int | None = None
@@ -320,8 +320,7 @@ def ends_of(args: argparse.Namespace) -> Ends:
 # -- which chains ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Job:
+class Job(NamedTuple):
     chain: ChainConfig
     consensus: ChainConfig | None  # where an auto-evm chain's consensus blocks are numbered
 
@@ -381,9 +380,10 @@ async def run_backfill(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"blocktimesd backfill: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    # Imported here: the clients, the writer and the engine load websockets and pyarrow,
-    # which neither the help nor a usage error needs.
-    from blocktimesd.commands.backfill_app import run_jobs
+    # Imported here: the clients, the writer and the engine load websockets, which
+    # neither the help nor a usage error needs.
+    with loading_modules():
+        from blocktimesd.commands.backfill_app import run_jobs
 
     return await run_jobs(args, config, ends, jobs)
 

@@ -167,14 +167,19 @@ class _Run:
             log.warning(
                 "%s: the node denies state_queryStorage; reading storage per block", chain.chain
             )
-        span = await self.span(engine, chain.chain, await engine.tip())
-        if span is None:
-            return ChainResult(chain.chain, None)
+        engine.prepare()  # the runtime and the node's timing, read meanwhile
         try:
-            await pool.start()
-            return await engine.run(span)
+            tip = await engine.tip()  # one question for the span and the run's clamp
+            span = await self.span(engine, chain.chain, tip)
+            if span is None:
+                return ChainResult(chain.chain, None)
+            try:
+                await pool.start()
+                return await engine.run(span, tip)
+            finally:
+                await pool.close()
         finally:
-            await pool.close()
+            engine.drop_checks()
 
     async def close(self) -> None:
         for client in self.clients:

@@ -27,14 +27,12 @@ environment), with a warning naming the new one.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
-import tomllib
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from blocktimesd.config import values as v
 from blocktimesd.config.model import GENERIC_K, MAINNET, ChainConfig, Config
@@ -55,8 +53,7 @@ _MAX_K_WHY = "a block would wait for over 100000 blocks (about a week) to be wri
 # -- the settings ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Setting:
+class _Setting(NamedTuple):
     parse: v.Parser
     fix: str
     env: str | None = None
@@ -144,8 +141,7 @@ _CHAIN_KEYS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class _Overlay:
+class _Overlay(NamedTuple):
     """A chain setting from the environment or command line; it targets a kind."""
 
     kind: ChainKind
@@ -166,8 +162,7 @@ _OVERLAYS = (
 OVERRIDE_KEYS = frozenset(_SETTINGS) | {o.override for o in _OVERLAYS}
 
 
-@dataclass(frozen=True, slots=True)
-class _Raw:
+class _Raw(NamedTuple):
     value: Any
     label: str  # the setting as the user wrote it: K_CONSENSUS, "k (config.toml)", ...
     from_file: bool = False
@@ -192,7 +187,7 @@ class _Builder:
 
     def parse(self, raw: _Raw, parser: v.Parser, fix: str) -> Any:
         if raw.from_file and isinstance(parser, v.Whole | v.Number):
-            parser = dataclasses.replace(parser, text=False)  # TOML has typed numbers
+            parser = replace(parser, text=False)  # TOML has typed numbers
         try:
             return parser(raw.value)
         except v.Invalid as exc:
@@ -475,6 +470,8 @@ def load_config(
     """Read the TOML file at ``path`` (if any), then apply the environment and overrides."""
     if path is None:
         return build_config({}, environ, overrides, source="defaults")
+    import tomllib  # here: most runs are configured by the environment and flags alone
+
     file = Path(path)
     try:
         with file.open("rb") as fh:

@@ -1,5 +1,5 @@
-"""The configuration as the daemon and the backfill use it: frozen dataclasses of plain
-values, with the mainnet defaults of each chain kind.
+"""The configuration as the daemon and the backfill use it: frozen dataclasses (and a
+named tuple) of plain values, with the mainnet defaults of each chain kind.
 
 The RPC and preflight settings of the I/O layers are built from these values where
 the layers are wired (:mod:`blocktimesd.aio.app`, :mod:`blocktimesd.commands.backfill`),
@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from blocktimesd.core.chains import ChainKind
 from blocktimesd.dataset.objects import DataPath
@@ -18,8 +19,7 @@ from blocktimesd.dataset.objects import DataPath
 __all__ = ["GENERIC_K", "MAINNET", "ChainConfig", "Config", "MainnetChain", "MetricsAddr"]
 
 
-@dataclass(frozen=True, slots=True)
-class MainnetChain:
+class MainnetChain(NamedTuple):
     """What a chain kind defaults to: the public mainnet node and what it must report."""
 
     endpoint: str

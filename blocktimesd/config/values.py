@@ -4,7 +4,6 @@ what is wrong with it; :mod:`.load` adds the setting's name and its fix."""
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import math
 import os
 import re
@@ -136,6 +135,8 @@ def _valid_host(host: str) -> bool:
     """An IP address, or a name the resolver accepts: IDNA-encodable, in labels of 1 to
     63 characters, 253 in all.  Anything else fails later, inside the socket layer,
     with an error that does not name the setting."""
+    import ipaddress  # here: only a metrics address has a host to check
+
     with contextlib.suppress(ValueError):
         ipaddress.ip_address(host)
         return True

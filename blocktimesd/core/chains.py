@@ -11,10 +11,13 @@ naming everything it lacks rather than a decoding error later.
 from __future__ import annotations
 
 import enum
+from typing import TYPE_CHECKING
 
 from blocktimesd.core.hashing import twox128
-from blocktimesd.core.runtime import Runtime
 from blocktimesd.errors import UnsupportedRuntime
+
+if TYPE_CHECKING:  # the configuration reads the kinds; only the readers load runtimes
+    from blocktimesd.core.runtime import Runtime
 
 __all__ = ["REQUIRED_ITEMS", "TIMESTAMP_NOW_KEY", "ChainKind", "check_runtime"]
 

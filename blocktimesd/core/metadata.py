@@ -3,9 +3,11 @@
 Why not scalecodec: it decodes these files correctly, but takes about 0.8 s for the
 consensus runtime's 150 KB (``bench/decode_cost.py`` prints both figures), which would
 block the daemon's event loop at every runtime upgrade, and it returns loosely typed
-dicts.  The V14 layout is small and frozen, so this module reads it into frozen
-dataclasses in a few tens of milliseconds; ``tests/core/test_runtime.py`` checks the
-result against scalecodec on the real metadata files.
+dicts.  The V14 layout is small and frozen, so this module reads it into immutable
+records in a few tens of milliseconds; ``tests/core/test_runtime.py`` checks the
+result against scalecodec on the real metadata files.  The records are named tuples,
+which cost a tenth of a frozen dataclass to define (every start imports this module);
+the two with an ``index`` field, which would hide a tuple's method, are dataclasses.
 
 Only what the daemon uses is kept (no docs); everything is read, so that a malformed
 file fails here with a clear message rather than later with a wrong answer.
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Literal, NamedTuple, TypeVar
 
 from blocktimesd.core import scale
 from blocktimesd.errors import DecodeError, UnsupportedRuntime
@@ -55,8 +57,7 @@ _KINDS: tuple[TypeKind, ...] = (
 )  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
-class PortableField:
+class PortableField(NamedTuple):
     name: str | None
     type_id: int
     type_name: str | None
@@ -69,8 +70,7 @@ class PortableVariant:
     index: int
 
 
-@dataclass(frozen=True, slots=True)
-class PortableType:
+class PortableType(NamedTuple):
     """One entry of the portable registry.
 
     ``kind`` selects which of the other attributes are meaningful: ``fields``
@@ -96,8 +96,7 @@ class PortableType:
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class StorageEntry:
+class StorageEntry(NamedTuple):
     name: str
     optional: bool  # modifier Optional (absent = None) rather than Default
     value_type: int
@@ -118,22 +117,19 @@ class Pallet:
     error_type: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class SignedExtension:
+class SignedExtension(NamedTuple):
     identifier: str
     type_id: int  # the ``extra`` carried in the extrinsic
     additional_signed: int  # signed but not carried
 
 
-@dataclass(frozen=True, slots=True)
-class ExtrinsicInfo:
+class ExtrinsicInfo(NamedTuple):
     type_id: int
     version: int
     signed_extensions: tuple[SignedExtension, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Metadata:
+class Metadata(NamedTuple):
     types: tuple[PortableType, ...]  # indexed by type id
     pallets: tuple[Pallet, ...]
     extrinsic: ExtrinsicInfo

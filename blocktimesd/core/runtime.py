@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from blocktimesd.core import codec as c
 from blocktimesd.core import hashing, scale
@@ -49,8 +49,7 @@ class Envelope:
         return self.pallet_index, self.call_index
 
 
-@dataclass(frozen=True, slots=True)
-class EventRecord:
+class EventRecord(NamedTuple):
     """One ``frame_system::EventRecord``, e.g. ``phase=("ApplyExtrinsic", 3)``,
     ``pallet="Domains"``, ``name="BundleStored"``, ``fields={"domain_id": 0, ...}``."""
 

@@ -7,8 +7,7 @@ rather than select the wrong decoder.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from blocktimesd.core import scale
 from blocktimesd.core.header import hex_to_bytes
@@ -19,8 +18,7 @@ __all__ = ["RuntimeVersion"]
 _U32_MAX = 0xFFFF_FFFF
 
 
-@dataclass(frozen=True, slots=True)
-class RuntimeVersion:
+class RuntimeVersion(NamedTuple):
     spec_name: str
     impl_name: str
     spec_version: int

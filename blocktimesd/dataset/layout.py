@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import attrgetter
+from typing import NamedTuple
 
 from blocktimesd.dataset.records import ReorgRecord, Row
 
@@ -134,8 +135,7 @@ def partition_runs(rows: Sequence[Row]) -> list[Sequence[Row]]:
     return runs
 
 
-@dataclass(frozen=True, slots=True)
-class FileSpan:
+class FileSpan(NamedTuple):
     """What a data file's name says: its block range and its unique token."""
 
     first: int

@@ -25,9 +25,8 @@ import contextlib
 import os
 import stat
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 # pyarrow (about 150 ms to import) is imported by the functions that read or write
 # Parquet, so that a command sends its first request before paying for it.
@@ -65,8 +64,7 @@ __all__ = [
 # -- the walk ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class DataFile:
+class DataFile(NamedTuple):
     """A data file of a chain, with what its name says (None: not the writer's name)."""
 
     path: DataPath
