@@ -74,7 +74,7 @@ def clients() -> list[FakeClient]:
     return [FakeClient("first")]
 
 
-def pool_of(clients: list[FakeClient], size: int) -> RpcPool:
+def pool_of(clients: list[FakeClient], size: int | None) -> RpcPool:
     def make(settings: RpcSettings, observer: RpcObserver) -> RpcClient:
         client = FakeClient(f"more-{len(clients)}")
         clients.append(client)
@@ -91,8 +91,7 @@ async def test_calls_past_a_members_depth_wait_in_the_pool_in_order(
     first = clients[0]
     # Lists of two calls: the member takes 2 x 4 = 8 messages, four lists; the rest wait.
     tasks = [
-        asyncio.create_task(pool.call_many([("m", [f"{n}a"]), ("m", [f"{n}b"])]))
-        for n in range(10)
+        asyncio.create_task(pool.call_many([("m", [f"{n}a"]), ("m", [f"{n}b"])])) for n in range(10)
     ]
     await settle()
     assert first.holding() == 8
@@ -127,7 +126,8 @@ async def test_a_new_connection_takes_the_waiting_calls_at_once(
         await settle()
     assert sorted(n for t in tasks for n in t.result()) == sorted(str(n) for n in range(20))
     await pool.close()
-    assert clients[1].closed and not clients[0].closed
+    assert clients[1].closed
+    assert not clients[0].closed
 
 
 async def test_a_cancelled_waiting_call_gives_up_its_place(clients: list[FakeClient]) -> None:
@@ -147,3 +147,28 @@ async def test_a_cancelled_waiting_call_gives_up_its_place(clients: list[FakeCli
     assert waiting[0].cancelled()
     assert pool._members[0].outstanding == 0
     await pool.close()
+
+
+async def test_spare_connections_join_at_once_and_unused_ones_are_closed(
+    clients: list[FakeClient],
+) -> None:
+    pool = pool_of(clients, None)  # probing: up to 8, not started (no monitor)
+    pool._prepare(3)
+    assert pool._preparing is not None
+    await pool._preparing
+    assert len(clients) == 4  # three spares, connected, not members yet
+    assert pool.connections == 1
+    tasks = [asyncio.create_task(pool.call_many([("m", [n])])) for n in range(20)]
+    await settle()
+    assert await pool._grow()
+    assert len(clients) == 4  # a spare joined: no connection was opened for it
+    await settle()
+    assert pool.connections == 2
+    assert sum(c.holding() for c in clients) == 16
+    while not all(t.done() for t in tasks):
+        for client in clients:
+            client.answer()
+        await settle()
+    await pool.close()
+    assert all(c.closed for c in clients[1:])  # the member and both unused spares
+    assert not clients[0].closed

@@ -18,8 +18,10 @@ connection's cap, it doubles (quadruples while the process mostly waits; up to t
 and, once the calls queued before are answered, judges the next interval: the new
 connections stay if the messages answered per second rose (by ``_GAIN``), else they are
 closed and the size is settled; it grows again only while the round trip did not grow
-too (past ``_SLOWER``: the node nears its limit).  A process that keeps a core busy (a
-nearby node) does not probe: only the round trip gains from more connections.  The
+too (past ``_SLOWER``: the node nears its limit).  A process whose event loop keeps a
+core busy (a nearby node) does not probe: only the round trip gains from more connections.  On a
+distant node (a mean round trip past ``_DISTANT_S``) the next step's connections are
+opened while the current one is measured, so that a step costs no connection set-up.  The
 node's answers cap the pool too: a connection refused (HTTP 429 past the node's
 connection limit, or any other failure to connect), a connection that stays down, or a
 rate-limit error shrink it, never below one member; the first member is the client the
@@ -48,11 +50,14 @@ log = logging.getLogger(__name__)
 MAX_CONNECTIONS = 8  # probing stops here; a public node would see us as a flood
 _GAIN = 1.15  # a connection stays if calls per second rose at least this much
 _SLOWER = 1.25  # ... and the time per list of calls grew at most this much
-_BUSY = 0.7  # a process using more of a core than this does not probe further
+_BUSY = 0.7  # an event loop using more of a core than this does not probe further
+_DISTANT_S = 0.01  # a mean round trip past this: spare connections are opened early
 _IDLE = 0.35  # one using less than this grows fourfold: the round trip is all that limits it
 _MIN_CALLS = 64  # an interval with fewer answers says nothing about the pool
-_DRAIN_TICKS = 50  # the most fifths of a tick waited for calls queued before a new connection
-_DOWN_TICKS = 4  # monitor ticks a connection may stay down before it leaves the pool
+_DRAIN_S = 2.5  # the longest wait for the calls queued before a new connection
+_DOWN_S = 1.0  # how long a connection may stay down before it leaves the pool
+_PROBE_ROUND_TRIPS = 3  # while probing, the pool is measured over this many round trips
+_PROBE_TICK_MIN = 0.1  # ... or this many seconds, whichever is longer
 _RATE_LIMITED = frozenset({-32029, 429})  # jsonrpsee's "too many requests", gateways' 429
 
 
@@ -88,7 +93,7 @@ class _Member:
         self.outstanding = 0  # calls sent to it and not answered yet
         self.idle = asyncio.Event()  # set while nothing is outstanding
         self.idle.set()
-        self.down = 0  # monitor ticks in a row it was not connected
+        self.down: float | None = None  # since when it is not connected
 
     def leave(self, count: int) -> None:
         self.outstanding -= count
@@ -146,7 +151,7 @@ class RpcPool:
         cap: int = MAX_CONNECTIONS,
         interval: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
-        cpu_clock: Callable[[], float] = time.process_time,
+        cpu_clock: Callable[[], float] = time.thread_time,  # the event loop's thread
     ) -> None:
         if (size is not None and size < 1) or cap < 1:
             raise ValueError("size and cap must be at least 1")
@@ -173,6 +178,10 @@ class RpcPool:
         # waiting in it, so that its connection never idles between lists.
         self._depth = 2 * first.settings.max_inflight
         self._waiting: collections.deque[tuple[int, asyncio.Future[_Member]]] = collections.deque()
+        self._spares: list[RpcClient] = []  # connected, for the probe's next step
+        self._drain_to = 0  # messages answered that end a drain (0: none going on)
+        self._drained = asyncio.Event()
+        self._preparing: asyncio.Future[None] | None = None
 
     # -- the client interface -----------------------------------------------------------------
 
@@ -263,6 +272,8 @@ class RpcPool:
     def _leave(self, member: _Member, count: int) -> None:
         member.leave(count)
         self._done += count
+        if self._drain_to and self._done >= self._drain_to:
+            self._drained.set()
         self._hand_out()
 
     def _hand_out(self) -> None:
@@ -295,6 +306,7 @@ class RpcPool:
         if task is not None:
             task.cancel()
             await asyncio.wait({task})
+        await self._drop_spares()
         for member in self._members[1:]:
             self._closing.add(asyncio.ensure_future(member.client.close()))
         del self._members[1:]
@@ -302,7 +314,21 @@ class RpcPool:
             await asyncio.wait(self._closing)
 
     async def _grow(self) -> bool:
-        """One more connection; False (and the cap lowered) when the node refuses it."""
+        """One more connection (a spare one if ready); False (and the cap lowered) when
+        the node refuses it."""
+        client = self._spares.pop() if self._spares else await self._open()
+        if client is None:
+            return False
+        member = _Member(client, len(self.served))
+        self.served.append(0)
+        self._members.append(member)
+        self.peak = max(self.peak, len(self._members))
+        self._hand_out()
+        return True
+
+    async def _open(self) -> RpcClient | None:
+        """A connected client for one more connection; None (and the cap lowered) when
+        the node refuses it."""
         endpoints = self.settings.endpoints
         self._opened += 1
         turn = self._opened % len(endpoints)
@@ -324,18 +350,37 @@ class RpcPool:
             await asyncio.wait({ready, failed})
         if not client.ready:
             await client.close()
-            self.cap = max(1, min(self.cap, len(self._members)))
+            self.cap = max(1, min(self.cap, len(self._members) + len(self._spares)))
             log.info(
                 "%s: one more connection was refused (%s); the pool stays at %d",
                 self.chain, refusals.reason or "not ready in time", len(self._members),
             )  # fmt: skip
-            return False
-        member = _Member(client, len(self.served))
-        self.served.append(0)
-        self._members.append(member)
-        self.peak = max(self.peak, len(self._members))
-        self._hand_out()
-        return True
+            return None
+        return client
+
+    def _prepare(self, count: int) -> None:
+        """Open up to ``count`` spare connections in the background, for the probe's next
+        step: it then grows at once instead of waiting a connection's set-up."""
+        count = min(count, self.cap - len(self._members)) - len(self._spares)
+        if count <= 0 or (self._preparing is not None and not self._preparing.done()):
+            return
+
+        async def open_spares() -> None:
+            for client in await asyncio.gather(*(self._open() for _ in range(count))):
+                if client is not None:
+                    self._spares.append(client)
+
+        self._preparing = asyncio.ensure_future(open_spares())
+
+    async def _drop_spares(self) -> None:
+        """Close the spare connections: the probing is over."""
+        task, self._preparing = self._preparing, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task})
+        spares, self._spares = self._spares, []
+        if spares:
+            await asyncio.wait({asyncio.ensure_future(c.close()) for c in spares})
 
     def _shrink(self, member: _Member, why: str) -> None:
         """Stop using ``member`` and lower the cap; the first member stays (the newest
@@ -385,18 +430,33 @@ class RpcPool:
         limit = self.settings.max_inflight
         return bool(self._waiting) or all(m.outstanding > limit for m in self._members)
 
+    async def _end_probe(self) -> None:
+        self._probing = False
+        await self._drop_spares()
+
     async def _watch(self) -> None:
         await self._busy.wait()
         self._take()  # what came before the calls flowed says nothing
+        messages, seconds = self.first.settled
+        if self._probing and messages and seconds / messages > _DISTANT_S:
+            # A distant node: the first step's connections (fourfold at most), opened
+            # while the first interval is measured.
+            self._prepare(3)
         before: tuple[float, float, float] | None = None  # _take() at this size
         added = 0  # connections added in the last step, on trial
+        round_trip = seconds / messages if messages else self._interval
         while True:
-            await asyncio.sleep(self._interval)
+            # While probing, a few round trips are enough to measure the pool by.
+            tick = self._interval
+            if self._probing:
+                tick = min(tick, max(_PROBE_TICK_MIN, _PROBE_ROUND_TRIPS * round_trip))
+            await asyncio.sleep(tick)
             self._check_health()
             self._hand_out()  # a member that connected again may have room
             now = self._take()
             if not self._probing or now is None:
                 continue
+            round_trip = now[1]
             log.debug(
                 "%s: %d connection(s) answer %.0f messages/s, round trip %.1f ms",
                 self.chain, len(self._members), now[0], now[1] * 1000,
@@ -410,7 +470,7 @@ class RpcPool:
                         self.chain, len(self._members) + added, now[0],
                         len(self._members), before[0], len(self._members),
                     )  # fmt: skip
-                    self._probing = False
+                    await self._end_probe()
                     continue
                 log.info(
                     "%s: %d connections answer %.0f messages/s in %.1f ms (%d: %.0f in %.1f ms)",
@@ -420,7 +480,7 @@ class RpcPool:
                 if now[1] > before[1] * _SLOWER:
                     # More answers, but each takes longer: the node is near its limit.
                     # The gain stays; more connections would only queue at the node.
-                    self._probing = False
+                    await self._end_probe()
                     continue
             before, added = now, 0
             size = len(self._members)
@@ -429,41 +489,51 @@ class RpcPool:
             if now[2] > _BUSY:
                 # The process, not the connections, is the limit (a nearby node): one
                 # more connection would only cost its preflight.
-                log.debug("%s: the process is busy (%.0f%% of a core)", self.chain, now[2] * 100)
-                self._probing = False
+                log.debug("%s: the event loop is busy (%.0f%% of a core)", self.chain, now[2] * 100)
+                await self._end_probe()
                 continue
             # Double the pool, or quadruple it while the process mostly waits (up to the
             # cap): few steps to a distant node's best.
             step = size * (3 if now[2] < _IDLE else 1)
             backlog, done = sum(m.outstanding for m in self._members), self._done
+            if self._preparing is not None:
+                await self._preparing  # the spares being opened are the first to join
             grown = await asyncio.gather(*(self._grow() for _ in range(min(step, self.cap - size))))
             added = sum(grown)
             if not added:
-                self._probing = False
+                await self._end_probe()
                 continue
+            self._prepare(3 * len(self._members))  # the next step's, while this one is judged
             await self._drain(done + backlog)
             self._take()  # measure the new size from now on
 
     async def _drain(self, done: int) -> None:
         """Wait until the calls queued behind the older connections when more came are
-        answered (at most ``_DRAIN_TICKS`` ticks): only the calls sent since are spread
-        over the new size."""
-        for _ in range(_DRAIN_TICKS):
-            await asyncio.sleep(self._interval / 5)
-            if self._done >= done:
-                return
+        answered (at most ``_DRAIN_S``): only the calls sent since are spread over the
+        new size."""
+        if self._done >= done:
+            return
+        self._drain_to = done
+        self._drained.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._drained.wait(), _DRAIN_S)
+        self._drain_to = 0
 
     def _check_health(self) -> None:
         """A member rate-limited by the node leaves the pool; so does one that stays
-        down (``_DOWN_TICKS`` ticks; one the node dropped and the client connects
-        again at once stays)."""
+        down (``_DOWN_S``; one the node dropped and the client connects again at once
+        stays)."""
         for member in list(self._members):
             if member.limited:
                 self._shrink(member, f"the node limits our rate ({member.limited})")
                 member.limited = ""
                 return
+        now = self._clock()
         for member in self._members[1:]:
-            member.down = 0 if member.client.ready else member.down + 1
-            if member.down >= _DOWN_TICKS:
+            if member.client.ready:
+                member.down = None
+            elif member.down is None:
+                member.down = now
+            elif now - member.down >= _DOWN_S:
                 self._shrink(member, "a connection stays down")
                 return
