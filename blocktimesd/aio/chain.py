@@ -1,8 +1,9 @@
 """What the daemon knows about one chain's blocks, read through one RPC client.
 
 Each block costs one round trip for its facts: the header (unless a subscription
-brought it) and, in one message, ``Timestamp.Now`` plus, on the consensus chain,
-``Domains.SuccessfulBundles``.  Runtime versions are tracked along parent links: a
+brought it) and, in one message, ``Timestamp.Now`` (``state_getStorage``) or, on the
+consensus chain, ``Timestamp.Now`` and ``Domains.SuccessfulBundles`` together (one
+``state_queryStorageAt``).  Runtime versions are tracked along parent links: a
 block runs its parent's runtime, and only a block whose header carries a
 ``RuntimeEnvironmentUpdated`` item changes the runtime of its children, so
 ``state_getRuntimeVersion`` is asked once per upgrade rather than once per block.
@@ -31,6 +32,7 @@ from blocktimesd.core.runtime_version import RuntimeVersion
 from blocktimesd.errors import (
     DecodeError,
     HashMismatch,
+    MalformedAnswer,
     Outcome,
     RetryPolicy,
     RpcError,
@@ -207,28 +209,33 @@ class ChainReader:
         block_hash = header.hash()
         at = to_hex(block_hash)
         keys = self._keys.get(runtime.spec_version) or self._storage_keys(runtime)
-        values = raise_node_errors(
-            await self.call_many([("state_getStorage", [key, at]) for key in keys])
-        )
+        if len(keys) == 1:
+            values: list[Any] = [await self.call("state_getStorage", keys[0], at)]
+        else:
+            answer = await self.call("state_queryStorageAt", keys, at)
+            values = _queried(answer, keys, f"{self.chain} block {header.number}")
         raw = [None if v is None else hex_to_bytes(v, "storage value") for v in values]
         try:
             timestamp = decode.timestamp_from_storage(raw[0])
         except DecodeError as exc:
             raise DecodeError(f"{self.chain} block {header.number}: {exc}") from None
-        facts: dict[str, Any] = {}
+        slot = segment_headers = bundle_count = consensus_hash = None
         if self.kind is ChainKind.CONSENSUS:
-            facts["slot"] = decode.consensus_slot(header)
-            facts["segment_headers"] = decode.segment_commitment_count(header)
-            facts["bundle_count"] = sum(decode.bundle_count_from_storage(v) for v in raw[1:])
+            slot = decode.consensus_slot(header)
+            segment_headers = decode.segment_commitment_count(header)
+            bundle_count = sum(decode.bundle_count_from_storage(v) for v in raw[1:])
         elif self.kind is ChainKind.AUTO_EVM:
-            facts["consensus_hash"] = decode.domain_consensus_hash(header)
+            consensus_hash = decode.domain_consensus_hash(header)
         return BlockFacts(
-            number=header.number,
-            hash=block_hash,
-            parent_hash=header.parent_hash,
-            timestamp_ms=timestamp,
-            spec_version=runtime.spec_version,
-            **facts,
+            header.number,
+            block_hash,
+            header.parent_hash,
+            timestamp,
+            runtime.spec_version,
+            slot,
+            segment_headers,
+            bundle_count,
+            consensus_hash,
         )
 
     def _storage_keys(self, runtime: Runtime) -> list[str]:
@@ -248,6 +255,21 @@ class ChainReader:
         if obj is None:
             return None
         return [hex_to_bytes(x, "extrinsic") for x in obj["block"]["extrinsics"]]
+
+
+def _queried(answer: Any, keys: list[str], what: str) -> list[Any]:
+    """The values of ``keys``, in order, from a ``state_queryStorageAt`` answer
+    (``[{block, changes: [[key, value], ...]}]``; a key it does not list has no value)."""
+    try:
+        changes = answer[0]["changes"] if answer else []
+        if len(changes) == len(keys) and all(
+            change[0] == key for change, key in zip(changes, keys, strict=True)
+        ):
+            return [change[1] for change in changes]
+        found = dict(changes)
+        return [found.get(key) for key in keys]
+    except (KeyError, IndexError, TypeError, ValueError):
+        raise MalformedAnswer(f"{what}: state_queryStorageAt answered {answer!r:.120}") from None
 
 
 async def served_header(reader: ChainReader, block_hash: bytes) -> Header | None:

@@ -32,6 +32,7 @@ class ConsensusIndex:
         self._seen_kept = seen_kept
         self.tip = -1
         self._changed = asyncio.Condition()
+        self._waiting = 0  # tasks in wait_confirmed
 
     @property
     def kept(self) -> int:
@@ -54,8 +55,9 @@ class ConsensusIndex:
     async def confirmed(self, ref: BlockRef, timestamp_ms: int | None = None) -> None:
         self._keep(ref.hash, ref.number, timestamp_ms)
         self.tip = ref.number
-        async with self._changed:
-            self._changed.notify_all()
+        if self._waiting:  # the domain follower waits for a block only now and then
+            async with self._changed:
+                self._changed.notify_all()
 
     async def retract_above(self, number: int) -> None:
         for block_hash, (n, _) in list(self._by_hash.items()):
@@ -64,8 +66,14 @@ class ConsensusIndex:
         self.tip = min(self.tip, number)
 
     async def wait_confirmed(self, number: int) -> None:
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.tip >= number)
+        if self.tip >= number:
+            return
+        self._waiting += 1
+        try:
+            async with self._changed:
+                await self._changed.wait_for(lambda: self.tip >= number)
+        finally:
+            self._waiting -= 1
 
     def number_of(self, block_hash: bytes) -> int | None:
         entry = self._by_hash.get(block_hash)

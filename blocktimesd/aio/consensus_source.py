@@ -121,8 +121,9 @@ class ConsensusSource:
             if header is None:
                 return None, unmapped_after_lookup(False, canonical=False)
             seen = header.number
-        self._on_wait()
-        await index.wait_confirmed(seen)
+        if index.tip < seen:
+            self._on_wait()
+            await index.wait_confirmed(seen)
         number = index.number_of(source)
         if number is not None:
             return number, None

@@ -374,7 +374,10 @@ class Follower:
             self.metrics.set_following(self.chain, following)
 
     async def _on_head(self, header: Header) -> None:
-        await self._drain()  # what an error left undone goes first
+        if self._todo:
+            await self._drain()  # what an error left undone goes first
+        else:
+            self._show_waiting(0)
         facts = await self._facts_of(header)
         self.metrics.observe_head(self.chain, header.number, facts.timestamp_ms)
         await self._advance(self.tree.set_best(BlockRef.of(header)))
@@ -399,20 +402,27 @@ class Follower:
             decisions = self.tree.resume()
 
     async def _drain(self) -> None:
-        """Apply the queued decisions in order; each leaves the queue once applied."""
-        while self._todo:
+        """Apply the queued decisions in order; each leaves the queue once applied.
+
+        The rows waiting are shown when applying stops short: while a row waits for
+        its consensus block (``on_wait``) and when an error leaves work queued."""
+        todo = self._todo
+        try:
+            while todo:
+                decision = todo[0]
+                if type(decision) is Confirmed:
+                    await self._emit(decision.ref)
+                elif isinstance(decision, Reorg):
+                    await self._on_reorg(decision)
+                elif isinstance(decision, ForkBelowHistory):
+                    await self._repair("below the history kept")  # clears the queue
+                    return
+                if todo and todo[0] is decision:
+                    todo.popleft()
+                self.progress += 1
+        except BaseException:
             self._show_waiting(self._waiting())
-            decision = self._todo[0]
-            if isinstance(decision, Confirmed):
-                await self._emit(decision.ref)
-            elif isinstance(decision, Reorg):
-                await self._on_reorg(decision)
-            elif isinstance(decision, ForkBelowHistory):
-                await self._repair("below the history kept")  # clears the queue
-                return
-            if self._todo and self._todo[0] is decision:
-                self._todo.popleft()
-            self.progress += 1
+            raise
         self._show_waiting(0)
 
     def _waiting(self) -> int:
@@ -541,7 +551,10 @@ class Follower:
             return  # already handed to the writer: a decision applied again
         if not self._follows_written(ref):
             return
-        facts = await self._facts_of(await self._known_header(ref.hash, ref.number))
+        # Measured when it was a head, usually: the tree has it already.
+        facts = self._facts.get(ref.hash)
+        if facts is None:
+            facts = await self._facts_of(await self._known_header(ref.hash, ref.number))
         if facts.timestamp_ms is None:
             if ref.number != 0:
                 raise MalformedAnswer(

@@ -173,6 +173,7 @@ class Metrics:
         self._heads: dict[str, _Head] = {}
         self._windows: dict[str, DeltaWindow] = {}
         self._series: dict[str, _PerBlock] = {}
+        self._pending: dict[str, Any] = {}  # blocktimes_writer_rows_pending, by chain
         r = registry
         chain = ["chain"]
         self.up = Gauge("blocktimes_up", "1 while the daemon runs", registry=r)
@@ -404,7 +405,10 @@ class Metrics:
         self.writer_errors.inc()
 
     def set_writer_rows_pending(self, chain: str, rows: int) -> None:
-        self.writer_rows_pending.labels(chain).set(rows)
+        series = self._pending.get(chain)
+        if series is None:  # looked up once: it moves with every row put and written
+            series = self._pending[chain] = self.writer_rows_pending.labels(chain)
+        series.set(rows)
 
     def observe_writer_success(self) -> None:
         """The writer completed a write now (the injected clock)."""

@@ -170,6 +170,7 @@ class RpcClient:
             chain,
             self._connection,
             self._observer,
+            ready=self._usable,
             observed=observer is not None,  # per-call reports cost; skip them when unheard
             max_inflight=settings.max_inflight,
             requests_per_second=settings.requests_per_second,
@@ -517,6 +518,13 @@ class RpcClient:
             conn.subscriptions.pop(sub.id, None)
 
     # -- calls -------------------------------------------------------------------------------
+
+    def _usable(self) -> RpcConnection | None:
+        """The current connection if it is ready (and not ended); else None."""
+        conn = self._conn
+        if conn is not None and conn.ended is None and self._ready.is_set():
+            return conn
+        return None
 
     async def _connection(self) -> RpcConnection:
         """The current connection: during preflight, or once ready."""

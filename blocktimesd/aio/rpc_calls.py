@@ -64,6 +64,13 @@ class Slots:
         self._free = size
         self._waiters: deque[asyncio.Future[None]] = deque()
 
+    def try_acquire(self) -> bool:
+        """Take a free slot at once, if one is free and nobody waits for one."""
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return True
+        return False
+
     async def acquire(self) -> None:
         if self._free > 0 and not self._waiters:
             self._free -= 1
@@ -99,6 +106,7 @@ class Requests:
         connection: Callable[[], Awaitable[RpcConnection]],
         observer: RpcObserver,
         *,
+        ready: Callable[[], RpcConnection | None] | None = None,
         observed: bool,
         max_inflight: int,
         requests_per_second: float,
@@ -108,6 +116,8 @@ class Requests:
     ) -> None:
         self.chain = chain
         self._connection = connection
+        # The connection when it can be used at once (None: ``connection`` waits for one).
+        self._ready = ready
         self._observer = observer
         self._observed = observed
         self._inflight = Slots(max_inflight)
@@ -166,10 +176,14 @@ class Requests:
         the in-flight cap is free; the slot is freed when the message's one future is
         done (answered, failed, timed out or abandoned)."""
         timeout = self._request_timeout if timeout is None else timeout
-        await self._inflight.acquire()
+        if not self._inflight.try_acquire():
+            await self._inflight.acquire()
         try:
-            conn = await self._connection()
-            await self._pace()
+            conn = self._ready() if self._ready is not None else None
+            if conn is None:
+                conn = await self._connection()
+            if self._bucket is not None:
+                await self._pace()
         except BaseException:
             self._inflight.release()
             raise
@@ -189,7 +203,8 @@ class Requests:
         # The deadline runs from here: waiting for a slot does not count against it.
         fut.add_done_callback(self._settled(loop.call_later(timeout, _expire, fut), sent.started))
         try:
-            await conn.ws.send(body, text=True)
+            if not conn.ws.send_now(body):
+                await conn.ws.send(body, text=True)
         except ConnectionClosed:
             conn.abandon(key)
             self._observe(calls, "connection lost", sent.started)

@@ -62,6 +62,7 @@ class RpcConnection:
     dropped: str | None = None  # the DROP_REASONS entry, when the client ended it
     silent_timeouts: int = 0  # requests timed out since the last message received
     received: int = 0  # messages received
+    _error: Exception | None = None  # an error of ours that ended the connection
 
     # -- ending --------------------------------------------------------------------------
 
@@ -120,31 +121,44 @@ class RpcConnection:
 
     async def read(self) -> None:
         """Hand what the node sends to the calls and subscriptions waiting for it, until
-        the connection ends; then fail what is still open, at once."""
+        the connection ends; then fail what is still open, at once.
+
+        Each message is handled as it arrives, in the transport's callback
+        (:meth:`receive`); this task only waits for the end, and raises the error of
+        ours that ended the connection, if one did."""
         try:
-            while True:
-                message = await self.ws.recv()
-                self.silent_timeouts = 0
-                self.received += 1
-                for event in self.framing.receive(message):
-                    # Answers inline: a backfill reads hundreds of thousands of them.
-                    if type(event) is BatchResponse:
-                        fut = self.pending.pop(event.id, None)
-                        if fut is not None and not fut.done():
-                            fut.set_result(event.results)
-                    elif type(event) is Response:
-                        self._resolve(event)
-                    else:
-                        self._dispatch(event)
-        except ConnectionClosed as exc:
-            self.end(_closed(exc), None)
+            self.ws.consume(self.receive)
+            await asyncio.shield(self.ws.connection_lost_waiter)
+            if self._error is not None:
+                raise self._error
+            if self.ended is None:
+                self.end(_closed(self.ws.close_exc), None)
+        finally:
+            self.fail_open()
+
+    def receive(self, message: bytes) -> None:
+        """One message from the node: answers resolve their calls, notifications go to
+        their subscriptions.  What is not JSON-RPC ends the connection."""
+        if self.ended is not None:
+            return  # the rest of what one read brought, after the end
+        self.silent_timeouts = 0
+        self.received += 1
+        try:
+            for event in self.framing.receive(message):
+                # Answers inline: a backfill reads hundreds of thousands of them.
+                if type(event) is BatchResponse:
+                    fut = self.pending.pop(event.id, None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(event.results)
+                elif type(event) is Response:
+                    self._resolve(event)
+                else:
+                    self._dispatch(event)
         except ProtocolError as exc:
             self.end(str(exc), "protocol error")
         except Exception as exc:
+            self._error = exc  # raised by the reader task, for the supervisor to report
             self.end(f"internal error ({type(exc).__name__})", "internal")
-            raise
-        finally:
-            self.fail_open()
 
     def _dispatch(self, event: Event) -> None:
         if type(event) is Notification:

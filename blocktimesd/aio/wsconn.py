@@ -14,13 +14,15 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidMessage, InvalidStatus, InvalidURI
-from websockets.frames import DATA_OPCODES, Frame
-from websockets.protocol import Event
+from websockets.frames import DATA_OPCODES, Frame, Opcode
+from websockets.protocol import Event, State
 from websockets.uri import parse_uri
 
 __all__ = [
@@ -49,11 +51,16 @@ CONNECT_FAILURES = (
 
 
 class WatchedConnection(ClientConnection):
-    """A client connection that knows how long it has gone without progress.
+    """A client connection that knows how long it has gone without progress, and hands
+    each message to its consumer as it arrives.
 
     ``receiving_since`` is when the bytes of a message still unfinished began to arrive
     (None between messages); ``blocked_since`` is when the transport's write buffer
     went above its high-water mark and stayed there (None while the node reads).
+
+    Messages are not read with ``recv()``: :meth:`consume` names the callable that
+    takes each whole message (its bytes, text or binary) inside the transport's
+    callback, with no task between the socket and the caller waiting for the answer.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -62,6 +69,22 @@ class WatchedConnection(ClientConnection):
         self.blocked_since: float | None = None
         self._in_message = False  # a data frame without FIN came; its message goes on
         self._completed = False  # the data just received completed an event
+        self._fragments: list[bytes] = []  # of the message still arriving
+        self._consumer: Callable[[bytes], None] | None = None
+        # Messages that came before the consumer: reading pauses at the first one, so
+        # this holds at most what one read of the socket brought.
+        self._early: deque[bytes] = deque()
+
+    def consume(self, consumer: Callable[[bytes], None]) -> None:
+        """Hand every message to ``consumer`` from now on, those that came before first."""
+        self._consumer = consumer
+        early = self._early
+        if not early:
+            return
+        while early and self._consumer is consumer:
+            consumer(early.popleft())
+        if not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         self._completed = False
@@ -72,10 +95,49 @@ class WatchedConnection(ClientConnection):
             self.receiving_since = self.loop.time()
 
     def process_event(self, event: Event) -> None:
-        if isinstance(event, Frame) and event.opcode in DATA_OPCODES:
-            self._in_message = not event.fin
         self._completed = True
+        if type(event) is Frame and event.opcode in DATA_OPCODES:
+            self._in_message = not event.fin
+            if event.opcode is not Opcode.CONT:
+                self._fragments.clear()  # the protocol checks that none is unfinished
+            if not event.fin:
+                self._fragments.append(bytes(event.data))
+                return
+            if self._fragments:
+                self._fragments.append(bytes(event.data))
+                message = b"".join(self._fragments)
+                self._fragments.clear()
+            else:
+                message = bytes(event.data)  # the same object when it is bytes already
+            consumer = self._consumer
+            if consumer is not None:
+                consumer(message)
+            else:
+                if not self._early and not self.transport.is_closing():
+                    self.transport.pause_reading()
+                self._early.append(message)
+            return
         super().process_event(event)
+
+    def send_now(self, message: bytes) -> bool:
+        """Write one text message at once, if the connection is open and nothing holds
+        it (a full write buffer, a fragmented send); False if it must go through
+        ``send()``.  The common case, without ``send()``'s coroutine and context."""
+        if (
+            self.protocol.state is not State.OPEN
+            or self.paused
+            or self.send_in_progress is not None
+            or self.transport.is_closing()
+        ):
+            return False
+        self.protocol.send_text(message)
+        try:
+            self.send_data()
+        except Exception as exc:
+            # As ``send()`` would: the connection ends, and what it carries fails.
+            self.set_connection_exc(exc)
+            self.transport.abort()
+        return True
 
     def pause_writing(self) -> None:
         super().pause_writing()
