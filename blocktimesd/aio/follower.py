@@ -37,11 +37,11 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 from blocktimesd.aio.chain import BlockFacts, ChainReader, served_header, verify_hash
 from blocktimesd.aio.consensus_index import ConsensusIndex
 from blocktimesd.aio.consensus_source import ConsensusSource
+from blocktimesd.aio.follower_ports import FollowerMetrics, RowSink
 from blocktimesd.aio.subscription import QUIET
 from blocktimesd.core.chains import ChainKind
 from blocktimesd.core.forktree import (
@@ -69,31 +69,13 @@ from blocktimesd.errors import (
     raise_node_errors,
 )
 
-__all__ = ["Follower", "FollowerMetrics", "RowSink"]
+__all__ = ["Follower"]
 
 log = logging.getLogger(__name__)
 
 _FACTS_KEPT = 4096  # facts of recent heads, reused when they are confirmed
 
 Tail = Callable[[int], Awaitable[list[Row]]]
-
-
-class RowSink(Protocol):
-    async def put(self, item: Any) -> None: ...
-
-    async def delete_from(self, chain: str, block_number: int) -> None: ...
-
-
-class FollowerMetrics(Protocol):
-    def observe_head(self, chain: str, number: int, timestamp_ms: int | None) -> None: ...
-    def observe_confirmed(self, chain: str, number: int, delta_ms: int | None) -> None: ...
-    def observe_reorg(self, chain: str, depth: int, deep: bool) -> None: ...
-    def observe_unresolved_mapping(self, chain: str, count: int = 1) -> None: ...
-    def set_following(self, chain: str, following: bool) -> None: ...
-    def observe_retry(self, chain: str, outcome: str) -> None: ...
-    def observe_invariant_violation(self, chain: str) -> None: ...
-    def observe_anomaly(self, chain: str, kind: str) -> None: ...
-    def set_rows_waiting(self, chain: str, rows: int) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
