@@ -131,6 +131,16 @@ async def best_mix(url: str, last: int, mixes: list[tuple[int, int]]) -> tuple[i
     return mixes[times.index(min(times))]
 
 
+async def pair(url: str, last: int, mix: tuple[int, int], i: int) -> tuple[Process, Process]:
+    """blocktimesd's backfill and the raw fetcher, back to back (the ``i``-th pair: odd
+    ones run the raw fetcher first); (blocktimesd's, the raw fetcher's)."""
+    if i % 2:
+        theirs = await raw(url, last, mix)
+        return await backfill(url, last), theirs
+    ours = await backfill(url, last)
+    return ours, await raw(url, last, mix)
+
+
 def pairs_line(label: str, ours: list[float], theirs: list[float], unit: str = "s") -> None:
     shown = ", ".join(f"{o:.2f}/{t:.2f}" for o, t in zip(ours, theirs, strict=True))
     print(f"  {label}: blocktimesd/other {unit} per pair: {shown}", flush=True)
@@ -152,11 +162,7 @@ async def zero(args: argparse.Namespace) -> list[Target]:
         speed: list[float] = []
         memory: list[float] = []
         for i in range(args.pairs):
-            steps = [backfill(url, last), raw(url, last, mix)]
-            if i % 2:
-                steps.reverse()
-            done = [await step for step in steps]
-            ours, theirs = (done[0], done[1]) if i % 2 == 0 else (done[1], done[0])
+            ours, theirs = await pair(url, last, mix, i)
             speed.append(theirs.seconds / ours.seconds)
             memory.append(ours.peak_rss_mib / theirs.peak_rss_mib)
             print(
@@ -210,11 +216,7 @@ async def latency(args: argparse.Namespace) -> list[Target]:
         ratios: list[float] = []
         ours, theirs = [], []
         for i in range(args.pairs):
-            steps = [backfill(url, last), raw(url, last, mix)]
-            if i % 2:
-                steps.reverse()
-            done = [await step for step in steps]
-            mine, top = (done[0], done[1]) if i % 2 == 0 else (done[1], done[0])
+            mine, top = await pair(url, last, mix, i)
             ours.append(mine.seconds)
             theirs.append(top.seconds)
             ratios.append(top.seconds / mine.seconds)
