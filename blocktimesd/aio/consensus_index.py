@@ -27,6 +27,7 @@ class ConsensusIndex:
 
     def __init__(self, kept: int = 100_000, seen_kept: int = 8192) -> None:
         self._by_hash: OrderedDict[bytes, tuple[int, int | None]] = OrderedDict()
+        self._by_number: dict[int, bytes] = {}  # the same blocks, by number
         self._kept = kept
         self._seen: OrderedDict[bytes, int] = OrderedDict()  # hash -> number, unconfirmed
         self._seen_kept = seen_kept
@@ -49,8 +50,10 @@ class ConsensusIndex:
 
     def _keep(self, block_hash: bytes, number: int, timestamp_ms: int | None) -> None:
         self._by_hash[block_hash] = (number, timestamp_ms)
+        self._by_number[number] = block_hash
         if len(self._by_hash) > self._kept:
-            self._by_hash.popitem(last=False)
+            _, (old, _) = self._by_hash.popitem(last=False)
+            self._by_number.pop(old, None)
 
     async def confirmed(self, ref: BlockRef, timestamp_ms: int | None = None) -> None:
         self._keep(ref.hash, ref.number, timestamp_ms)
@@ -63,6 +66,7 @@ class ConsensusIndex:
         for block_hash, (n, _) in list(self._by_hash.items()):
             if n > number:
                 del self._by_hash[block_hash]
+                self._by_number.pop(n, None)
         self.tip = min(self.tip, number)
 
     async def wait_confirmed(self, number: int) -> None:
@@ -78,6 +82,10 @@ class ConsensusIndex:
     def number_of(self, block_hash: bytes) -> int | None:
         entry = self._by_hash.get(block_hash)
         return None if entry is None else entry[0]
+
+    def hash_at(self, number: int) -> bytes | None:
+        """The block confirmed at ``number``, if it is still kept."""
+        return self._by_number.get(number)
 
     def timestamp_of(self, block_hash: bytes) -> int | None:
         entry = self._by_hash.get(block_hash)

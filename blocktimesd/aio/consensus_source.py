@@ -127,6 +127,10 @@ class ConsensusSource:
         number = index.number_of(source)
         if number is not None:
             return number, None
+        if index.hash_at(seen) is not None:
+            # Another block was confirmed at its height: the source was orphaned (a
+            # domain block that names it is on its way out too).  No need to ask.
+            return None, unmapped_after_lookup(True, canonical=False)
         # Confirmed before this process started following: ask the node's canonical chain.
         canonical = await _canonical_is(reader, seen, source)
         reason = unmapped_after_lookup(True, canonical)

@@ -562,6 +562,41 @@ async def test_a_source_the_consensus_follower_was_shown_is_not_asked_for_again(
     await stop(c_task, Metrics())
 
 
+class NoCanonicalQuestions(FakeReader):
+    async def call(self, method: str, *params: Any) -> Any:
+        if method == "chain_getBlockHash":
+            raise AssertionError("the consensus node was asked which block is canonical")
+        return await super().call(method, *params)
+
+
+async def test_a_source_orphaned_under_the_consensus_followers_eyes_is_named_at_once() -> None:
+    """A source the consensus follower was shown, at a height where it confirmed another
+    block, is orphaned: the domain row says so at once, without asking the consensus
+    node twice, a second apart (a backlog of such blocks after a deep consensus reorg
+    would leave the domain follower a second per block behind)."""
+    consensus = Chain(2)
+    c1, c2 = consensus.extend(consensus.genesis, [T0 + 6000, T0 + 12000])
+    orphan = consensus.child(c1, T0 + 12500)  # a #2 the consensus chain abandoned
+    consensus.best = c2
+    index = ConsensusIndex()
+    index.saw(orphan.hash, 2)
+    for block in (c1, c2):
+        await index.confirmed(BlockRef.of(block.header), block.timestamp_ms)
+    source = consensus_source.ConsensusSource(
+        "auto-evm",
+        index,
+        NoCanonicalQuestions(consensus, ChainKind.CONSENSUS, "consensus"),
+        Metrics(),
+        wall_clock=lambda: WALL_MS / 1000,
+    )
+    facts = BlockFacts(1, b"\x0d" * 32, b"\x0c" * 32, T0 + 12500, SPEC, consensus_hash=orphan.hash)
+    consensus_hash, number, record = await asyncio.wait_for(source.map(facts), 0.5)
+    assert (consensus_hash, number) == (None, None)
+    assert record is not None
+    assert record.reason is Unmapped.ORPHANED
+    assert record.consensus_block_hash == to_hex(orphan.hash)
+
+
 # -- the emission invariant --------------------------------------------------------------------
 
 
