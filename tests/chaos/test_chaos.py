@@ -10,7 +10,8 @@ parent's, no duplicates, every Auto-EVM row linked to its consensus block or rec
 for reconciliation, and enough rows to show that the daemon kept up.
 
 Seeds are random; a failure prints the seed, and ``BLOCKTIMESD_CHAOS_SEED=<seed>``
-replays it.  A seed that once failed joins ``REGRESSION_SEEDS``.
+replays it.  A seed that once failed joins ``REGRESSION_SEEDS`` (or, for a fault alone,
+``ALONE_REGRESSIONS``).
 """
 
 from __future__ import annotations
@@ -93,6 +94,22 @@ REGRESSION_SEEDS = [9]
 @pytest.mark.parametrize("scenario", ALONE, ids=lambda s: s.name)
 async def test_each_fault_alone(scenario: Scenario, chaos_seed: int, tmp_path: Path) -> None:
     outcome = await run_scenario(scenario, chaos_seed, tmp_path)
+    assert not outcome.problems(scenario.min_rows), outcome.report(scenario.min_rows)
+
+
+# Seeds that once failed a scenario alone, with that scenario.
+ALONE_REGRESSIONS = [
+    # A deep consensus reorg left the domain follower a second per stale block behind.
+    ("reorgs-deeper-than-k", 896931286),
+]
+
+
+@pytest.mark.parametrize(("name", "seed"), ALONE_REGRESSIONS, ids=lambda v: str(v))
+async def test_a_fault_alone_with_a_seed_that_once_failed(
+    name: str, seed: int, tmp_path: Path
+) -> None:
+    scenario = next(s for s in ALONE if s.name == name)
+    outcome = await run_scenario(scenario, seed, tmp_path)
     assert not outcome.problems(scenario.min_rows), outcome.report(scenario.min_rows)
 
 
