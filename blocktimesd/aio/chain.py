@@ -21,6 +21,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from blocktimesd.aio.rpc import RpcClient
@@ -48,6 +49,7 @@ __all__ = [
     "ChainReader",
     "call_in_place",
     "call_one_in_place",
+    "queried",
     "served_header",
     "verify_hash",
 ]
@@ -213,7 +215,10 @@ class ChainReader:
             values: list[Any] = [await self.call("state_getStorage", keys[0], at)]
         else:
             answer = await self.call("state_queryStorageAt", keys, at)
-            values = _queried(answer, keys, f"{self.chain} block {header.number}")
+            try:
+                values = queried(answer, keys)
+            except MalformedAnswer as exc:
+                raise MalformedAnswer(f"{self.chain} block {header.number}: {exc}") from None
         raw = [None if v is None else hex_to_bytes(v, "storage value") for v in values]
         try:
             timestamp = decode.timestamp_from_storage(raw[0])
@@ -257,19 +262,22 @@ class ChainReader:
         return [hex_to_bytes(x, "extrinsic") for x in obj["block"]["extrinsics"]]
 
 
-def _queried(answer: Any, keys: list[str], what: str) -> list[Any]:
+def queried(answer: Any, keys: Sequence[str]) -> list[Any]:
     """The values of ``keys``, in order, from a ``state_queryStorageAt`` answer
-    (``[{block, changes: [[key, value], ...]}]``; a key it does not list has no value)."""
+    (``[{block, changes: [[key, value], ...]}]``; a key it does not list has no value).
+    An answer of another shape is a :class:`MalformedAnswer` (its caller names the block)."""
     try:
         changes = answer[0]["changes"] if answer else []
-        if len(changes) == len(keys) and all(
-            change[0] == key for change, key in zip(changes, keys, strict=True)
-        ):
-            return [change[1] for change in changes]
+        # The node lists the keys in the order asked; anything else is looked up.
+        if list(map(_FIRST, changes)) == keys:
+            return list(map(_SECOND, changes))
         found = dict(changes)
         return [found.get(key) for key in keys]
     except (KeyError, IndexError, TypeError, ValueError):
-        raise MalformedAnswer(f"{what}: state_queryStorageAt answered {answer!r:.120}") from None
+        raise MalformedAnswer(f"state_queryStorageAt answered {answer!r:.120}") from None
+
+
+_FIRST, _SECOND = itemgetter(0), itemgetter(1)
 
 
 async def served_header(reader: ChainReader, block_hash: bytes) -> Header | None:

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from operator import itemgetter
 from typing import Any, NamedTuple, TypeVar
 
-from blocktimesd.aio.chain import IN_PLACE_ATTEMPTS, IN_PLACE_RETRY
+from blocktimesd.aio.chain import IN_PLACE_ATTEMPTS, IN_PLACE_RETRY, queried
 from blocktimesd.aio.pool import Caller
 from blocktimesd.backfill.reads import header_of, shown
 from blocktimesd.core import hexfacts
@@ -38,7 +37,6 @@ from blocktimesd.errors import (
 
 __all__ = ["Block", "BlockFetcher", "Landing", "Reorged"]
 
-_FIRST, _SECOND = itemgetter(0), itemgetter(1)
 _GROUP_BLOCKS = 16  # the least blocks fetched (and reported) together: see _group_size
 _T = TypeVar("_T")
 
@@ -266,17 +264,9 @@ class BlockFetcher:
                 out.append((answer,))
                 continue
             try:
-                changes = answer[0]["changes"] if answer else []
-                # The node lists the keys in the order asked; anything else is looked up.
-                if list(map(_FIRST, changes)) == keys:
-                    out.append(list(map(_SECOND, changes)))
-                else:
-                    found = dict(changes)
-                    out.append([found.get(key) for key in keys])
-            except (KeyError, IndexError, TypeError, ValueError):
-                raise MalformedAnswer(
-                    f"block {number} ({block_hash}): state_queryStorageAt answered {answer!r:.120}"
-                ) from None
+                out.append(queried(answer, keys))
+            except MalformedAnswer as exc:
+                raise MalformedAnswer(f"block {number} ({block_hash}): {exc}") from None
         return out
 
     async def _query_range(
