@@ -52,8 +52,9 @@ class ConsensusIndex:
         self._by_hash[block_hash] = (number, timestamp_ms)
         self._by_number[number] = block_hash
         if len(self._by_hash) > self._kept:
-            _, (old, _) = self._by_hash.popitem(last=False)
-            self._by_number.pop(old, None)
+            gone, (old, _) = self._by_hash.popitem(last=False)
+            if self._by_number.get(old) == gone:
+                del self._by_number[old]
 
     async def confirmed(self, ref: BlockRef, timestamp_ms: int | None = None) -> None:
         self._keep(ref.hash, ref.number, timestamp_ms)

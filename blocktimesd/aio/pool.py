@@ -19,13 +19,13 @@ and, once the calls queued before are answered, judges the next interval: the ne
 connections stay if the messages answered per second rose (by ``_GAIN``), else they are
 closed and the size is settled; it grows again only while the round trip did not grow
 too (past ``_SLOWER``: the node nears its limit).  A process whose event loop keeps a
-core busy (a nearby node) does not probe: only the round trip gains from more connections.  On a
-distant node (a mean round trip past ``_DISTANT_S``) the next step's connections are
-opened while the current one is measured, so that a step costs no connection set-up.  The
-node's answers cap the pool too: a connection refused (HTTP 429 past the node's
-connection limit, or any other failure to connect), a connection that stays down, or a
-rate-limit error shrink it, never below one member; the first member is the client the
-caller owns and is never closed here.
+core busy (a nearby node) does not probe: only the round trip gains from more
+connections.  On a distant node (a mean round trip past ``_DISTANT_S``) the next step's
+connections are opened while the current one is measured, so that a step costs no
+connection set-up.  The node's answers cap the pool too: a connection refused (HTTP 429
+past the node's connection limit, or any other failure to connect), a connection that
+stays down, or a rate-limit error shrink it, never below one member; the first member is
+the client the caller owns and is never closed here.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class _Member:
         self.seen = client.settled  # (messages, seconds) when the monitor last looked
         self.limited = ""  # the node's last rate-limit error here, until the monitor acts
         self.index = index  # in the order the pool opened its connections
-        self.outstanding = 0  # calls sent to it and not answered yet
+        self.outstanding = 0  # messages sent to it and not answered yet
         self.idle = asyncio.Event()  # set while nothing is outstanding
         self.idle.set()
         self.down: float | None = None  # since when it is not connected
@@ -171,7 +171,7 @@ class RpcPool:
         self._monitor: asyncio.Task[None] | None = None
         self._busy = asyncio.Event()  # set by the first call: probing measures from then
         self._since = 0.0  # when the monitor last took the meters
-        self.served: list[int] = [0]  # calls sent to each member, by opening order
+        self.served: list[int] = [0]  # messages sent to each member, by opening order
         self.peak = 1  # the most connections used at once
         self._done = 0  # messages answered (their lists done) so far
         # Messages a member may have outstanding: its in-flight cap, and as many again
@@ -235,7 +235,6 @@ class RpcPool:
             member = self._room(count)
             if member is not None:
                 return self._assign(member, count)
-        self._busy.set()  # calls queue: probing may begin
         waiter: asyncio.Future[_Member] = asyncio.get_running_loop().create_future()
         entry = (count, waiter)
         self._waiting.append(entry)

@@ -72,8 +72,7 @@ class Slots:
         return False
 
     async def acquire(self) -> None:
-        if self._free > 0 and not self._waiters:
-            self._free -= 1
+        if self.try_acquire():
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)

@@ -310,11 +310,9 @@ class ParquetWriter:
         return None if isinstance(item, Stop) else item
 
     def _handle(self, item: Item, now: float) -> None:
-        if type(item) is Row:  # the follower's items: one row at a time
+        if isinstance(item, Row):  # the follower's items: one row at a time
             pair = [(item.block_number, item)]
             self._write(self._rows.extend(row_partition(item), pair, now))
-        elif isinstance(item, Row):
-            self._add_rows((item,), now)
         elif isinstance(item, list):
             self._add_rows(item, now)
         elif isinstance(item, ReorgRecord):
