@@ -30,12 +30,12 @@ from blocktimesd.dataset.records import Unmapped
 from blocktimesd.dataset.writer import ParquetWriter
 from blocktimesd.devnet.app import Devnet
 from blocktimesd.devnet.chain import Block as SimBlock
-from blocktimesd.devnet.params import ChainParams, FaultParams
+from blocktimesd.devnet.params import ChainParams
 from blocktimesd.errors import RetryPolicy
+from tests.test_backfill import FAULTS
 
 K = 20
 PARAMS = ChainParams(seed=11, history=500, fork_rate=0.3, stall_every_s=0)
-FAULTS = FaultParams(error_rate=0.01, drop_connections_every_s=0.5, latency_jitter_ms=2)
 DOMAIN = "auto-evm"
 OTHER_HASH = "0x" + "ee" * 32  # a canonical hash no block of the network has
 
