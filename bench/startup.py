@@ -18,20 +18,31 @@ it at install time), here in a cache directory of the benchmark's own
 (``PYTHONPYCACHEPREFIX``), filled by a first, unmeasured run.  ``--no-bytecode`` runs
 it with ``PYTHONDONTWRITEBYTECODE=1`` and no cache, compiling every module from source
 at every start (as in a checkout whose environment sets that variable).
+
+``--installed`` runs each tree's package as ``pip install`` puts it in place (the Docker
+image and the systemd unit run it so): a virtual environment of its own with the
+package's files in its site-packages, its dependencies reached through a path file
+naming this environment's site-packages.  Without it, the client runs from the checkout
+through this environment's editable install, whose import hook (setuptools' editable
+finder) every interpreter start loads.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,18 +151,50 @@ def child_env(pycache: str | None) -> dict[str, str]:
     return env
 
 
+@dataclass(frozen=True)
+class Client:
+    """Where a client runs from: a checkout (``tree``, None for the current directory)
+    through this environment, or an installed copy of its package."""
+
+    tree: str | None = None
+    python: str = sys.executable
+    installed: bool = False
+
+    def where(self, data: str) -> tuple[str, str | None]:
+        """The interpreter and working directory of a run whose data directory is
+        ``data`` (an installed copy runs outside any checkout)."""
+        return self.python, data if self.installed else self.tree
+
+
+@contextlib.contextmanager
+def installed(tree: str | None) -> Iterator[Client]:
+    """``tree``'s package (None: this checkout's) as ``pip install`` puts it in place."""
+    root = Path(tree) if tree else Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory(prefix="blocktimesd-installed-") as venv:
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
+        site = Path(sysconfig.get_path("purelib", vars={"base": venv, "platbase": venv}))
+        shutil.copytree(
+            root / "blocktimesd", site / "blocktimesd", ignore=shutil.ignore_patterns("__pycache__")
+        )
+        # A path line only: the .pth files of this environment (its editable install's
+        # hook among them) are not run.
+        (site / "dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
+        yield Client(tree, str(Path(venv, "bin", "python")), installed=True)
+
+
 async def one_run(
-    proxy: Proxy, url: str, first: int, last: int, env: dict[str, str], tree: str | None
+    proxy: Proxy, url: str, first: int, last: int, env: dict[str, str], client: Client
 ) -> tuple[Observed, float]:
     proxy.reset()
     with tempfile.TemporaryDirectory() as data:
+        python, cwd = client.where(data)
         started = time.monotonic()
         proc = await asyncio.create_subprocess_exec(
-            sys.executable,
+            python,
             *_command(url, first, last, data),
             stderr=asyncio.subprocess.PIPE,
             env=env,
-            cwd=tree,
+            cwd=cwd,
         )
         _, err = await proc.communicate()
         ended = time.monotonic()
@@ -170,17 +213,18 @@ _IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
 
 
 def import_times(
-    url: str, first: int, last: int, env: dict[str, str], tree: str | None
+    url: str, first: int, last: int, env: dict[str, str], client: Client
 ) -> tuple[float, list[tuple[float, str]]]:
     """Import time of one run in all (seconds), and the top-level imports by cost."""
     with tempfile.TemporaryDirectory() as data:
+        python, cwd = client.where(data)
         done = subprocess.run(
-            [sys.executable, "-X", "importtime", *_command(url, first, last, data)],
+            [python, "-X", "importtime", *_command(url, first, last, data)],
             capture_output=True,
             text=True,
             check=False,
             env=env,
-            cwd=tree,
+            cwd=cwd,
         )
     top: list[tuple[float, str]] = []
     for line in done.stderr.splitlines():
@@ -208,6 +252,11 @@ async def main() -> None:
         "--no-bytecode", action="store_true", help="compile every module at every start"
     )
     parser.add_argument(
+        "--installed",
+        action="store_true",
+        help="run each tree's package installed as pip installs it, not from the checkout",
+    )
+    parser.add_argument(
         "--tree",
         action="append",
         default=[],
@@ -229,32 +278,18 @@ async def measure(opts: argparse.Namespace, env: dict[str, str]) -> None:
     imports: dict[str | None, list[tuple[float, list[tuple[float, str]]]]] = {
         tree: [] for tree in trees
     }
-    async with devnet_process(*flags) as (consensus, _):
-        proxy = Proxy(consensus, opts.first, opts.last)
-        async with websockets.serve(
-            proxy.handle, "127.0.0.1", 0, max_size=None, compression=None
-        ) as server:
-            port = server.sockets[0].getsockname()[1]
-            url = f"ws://127.0.0.1:{port}"
-            for tree in trees:  # fills the bytecode cache
-                await one_run(proxy, url, opts.first, opts.last, env, tree)
-            # The trees one after another (back-to-back pairs), in turns forward and
-            # backward: the second run of a pair starts a few per cent faster (one tree
-            # against a copy of itself: 0.95), which must not favour one tree.
-            for turn in range(opts.runs):
-                for tree in trees if turn % 2 == 0 else trees[::-1]:
-                    runs[tree].append(await one_run(proxy, url, opts.first, opts.last, env, tree))
-            for _ in range(3):
-                for tree in trees:
-                    times = await asyncio.to_thread(
-                        import_times, url, opts.first, opts.last, env, tree
-                    )
-                    imports[tree].append(times)
+    with contextlib.ExitStack() as stack:
+        clients = {
+            tree: stack.enter_context(installed(tree)) if opts.installed else Client(tree)
+            for tree in trees
+        }
+        await _measure_clients(opts, env, flags, clients, runs, imports)
     bytecode = "none" if opts.no_bytecode else "cached"
+    place = "installed" if opts.installed else "from the checkout"
     print(
         f"blocktimesd backfill {opts.first}..{opts.last}, {opts.runs} runs, latency "
         f"{opts.latency_ms} ms, python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
-        f"bytecode {bytecode}, load average {os.getloadavg()[0]:.2f}"
+        f"bytecode {bytecode}, {place}, load average {os.getloadavg()[0]:.2f}"
     )
     for tree in trees:
         report(tree, runs[tree], imports[tree], verbose=opts.verbose)
@@ -270,6 +305,39 @@ async def measure(opts: argparse.Namespace, env: dict[str, str]) -> None:
             listed = " ".join(f"{r:.2f}" for r in ratios)
             print(f"  {tree}: median {statistics.median(ratios):.2f} ({listed})")
     print(f"command: python {' '.join(_command('URL', opts.first, opts.last, 'DIR'))}")
+
+
+async def _measure_clients(
+    opts: argparse.Namespace,
+    env: dict[str, str],
+    flags: list[str],
+    clients: dict[str | None, Client],
+    runs: dict[str | None, list[tuple[Observed, float]]],
+    imports: dict[str | None, list[tuple[float, list[tuple[float, str]]]]],
+) -> None:
+    trees = list(clients)
+    async with devnet_process(*flags) as (consensus, _):
+        proxy = Proxy(consensus, opts.first, opts.last)
+        async with websockets.serve(
+            proxy.handle, "127.0.0.1", 0, max_size=None, compression=None
+        ) as server:
+            port = server.sockets[0].getsockname()[1]
+            url = f"ws://127.0.0.1:{port}"
+            for client in clients.values():  # fills the bytecode cache
+                await one_run(proxy, url, opts.first, opts.last, env, client)
+            # The trees one after another (back-to-back pairs), in turns forward and
+            # backward: the second run of a pair starts a few per cent faster (one tree
+            # against a copy of itself: 0.95), which must not favour one tree.
+            for turn in range(opts.runs):
+                for tree in trees if turn % 2 == 0 else trees[::-1]:
+                    run = await one_run(proxy, url, opts.first, opts.last, env, clients[tree])
+                    runs[tree].append(run)
+            for _ in range(3):
+                for tree in trees:
+                    times = await asyncio.to_thread(
+                        import_times, url, opts.first, opts.last, env, clients[tree]
+                    )
+                    imports[tree].append(times)
 
 
 def report(
