@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import uvloop
-from devnet_process import devnet_process
+from devnet_process import PYTHON, devnet_process
 
 HERE = Path(__file__).parent
 REFERENCE = HERE / "reference"
@@ -85,7 +85,7 @@ async def blocktimesd(url: str, last: int, storage: str) -> Figure:
 
 
 async def blocktimesd_peak(url: str, last: int, storage: str) -> tuple[Figure, float]:
-    out = await run(sys.executable, str(HERE / "backfill_run.py"), url, "1", str(last),
+    out = await run(PYTHON, str(HERE / "backfill_run.py"), url, "1", str(last),
                     "--storage", storage)  # fmt: skip
     result = json.loads(out.splitlines()[-1])
     if result["exit"] != 0 or result["blocks"] != last:
@@ -105,7 +105,7 @@ async def reference(url: str, count: int) -> Figure:
 
 async def ceiling(url: str, last: int, storage: str, mix: tuple[int, int]) -> Figure:
     inflight, batch = mix
-    out = await run(sys.executable, str(HERE / "ceiling.py"), url, "1", str(last),
+    out = await run(PYTHON, str(HERE / "ceiling.py"), url, "1", str(last),
                     "--inflight", str(inflight), "--batch", str(batch),
                     "--storage", storage)  # fmt: skip
     rate = float(out.split()[0].replace(",", ""))

@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 from collections.abc import AsyncIterator
+
+# This interpreter, its path normalized: started as ``../.venv/bin/python``, every path of
+# a child (sys.path, the bytecode cache's) would hold the "..", and its start-up measured
+# 20-40 ms slower than by the same interpreter named plainly.
+PYTHON = os.path.normpath(sys.executable)
 
 
 @contextlib.asynccontextmanager
 async def devnet_process(*flags: str) -> AsyncIterator[tuple[str, str]]:
     """Start the devnet on free ports; yield (consensus URL, auto-evm URL)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "blocktimesd", "--log-level", "WARNING", "devnet",
+        PYTHON, "-m", "blocktimesd", "--log-level", "WARNING", "devnet",
         "--consensus-port", "0", "--domain-port", "0", *flags,
         stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip

@@ -39,6 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).parent
+# This interpreter, its path normalized (see devnet_process.PYTHON; not imported here:
+# this process stays small, since a child's peak RSS starts from its parent's).
+PYTHON = os.path.normpath(sys.executable)
 FLOORS = {
     "python": "pass",
     "import pyarrow, websockets, orjson, uvloop": "import pyarrow, websockets, orjson, uvloop",
@@ -108,7 +111,7 @@ def _sample(
 
 def start_devnet(history: int) -> tuple[subprocess.Popen[bytes], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "blocktimesd", "--log-level", "WARNING", "devnet",
+        [PYTHON, "-m", "blocktimesd", "--log-level", "WARNING", "devnet",
          "--consensus-port", "0", "--domain-port", "0", "--history", str(history),
          "--chain-stall-every", "0"],
         stdout=subprocess.PIPE,
@@ -121,7 +124,7 @@ def start_devnet(history: int) -> tuple[subprocess.Popen[bytes], str]:
 
 def ceiling(url: str, last: int, inflight: int, batch: int) -> Run:
     return measure(
-        [sys.executable, str(HERE / "ceiling.py"), url, "1", str(last), "--storage", "row",
+        [PYTHON, str(HERE / "ceiling.py"), url, "1", str(last), "--storage", "row",
          "--inflight", str(inflight), "--batch", str(batch)]
     )  # fmt: skip
 
@@ -131,7 +134,7 @@ def backfill(
 ) -> Run:
     with tempfile.TemporaryDirectory() as data:
         run = measure(
-            [sys.executable, "-m", "blocktimesd", "backfill", "--log-level", "WARNING",
+            [PYTHON, "-m", "blocktimesd", "backfill", "--log-level", "WARNING",
              "--chain", "consensus", "--kind", "consensus", "--rpc", url, "--start", "1",
              "--end", str(last), "--data", data, *extra],
             timeline=timeline,
@@ -154,9 +157,7 @@ def rows_in(data: str, last: int) -> int:
         "runs = durable_runs(data_location(sys.argv[1]), 'consensus', Span(1, int(sys.argv[2])))\n"
         "print(sum(run.count for run in runs))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code, data, str(last)], check=True, capture_output=True
-    )
+    out = subprocess.run([PYTHON, "-c", code, data, str(last)], check=True, capture_output=True)
     return int(out.stdout)
 
 
@@ -177,7 +178,7 @@ def main(args: argparse.Namespace) -> None:
     print("floor (peak RSS of a bare interpreter):")
     floors = {}
     for label, code in FLOORS.items():
-        floors[label] = min(measure([sys.executable, "-c", code]).peak_mib for _ in range(3))
+        floors[label] = min(measure([PYTHON, "-c", code]).peak_mib for _ in range(3))
         print(f"  {label:45s} {floors[label]:6.1f} MiB")
     started = time.perf_counter()
     devnet, url = start_devnet(args.history)

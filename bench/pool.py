@@ -19,11 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 
 import uvloop
 from backfill_vs_reference import HERE, Figure, ceiling, run
-from devnet_process import devnet_process
+from devnet_process import PYTHON, devnet_process
 
 MIXES = [(64, 1), (64, 16)]  # (messages in flight, calls per batch) for the ceiling
 
@@ -32,7 +31,7 @@ async def backfill(url: str, last: int, connections: int | None) -> Figure:
     flags = ["--storage", "per-block"]
     if connections is not None:
         flags += ["--connections", str(connections)]
-    out = await run(sys.executable, str(HERE / "backfill_run.py"), url, "1", str(last), *flags)
+    out = await run(PYTHON, str(HERE / "backfill_run.py"), url, "1", str(last), *flags)
     result = json.loads(out.splitlines()[-1])
     if result["exit"] != 0 or result["blocks"] != last:
         raise RuntimeError(f"backfill did not complete: {result}")

@@ -33,7 +33,7 @@ sys.path.insert(0, str(HERE.parent))
 import boto3  # type: ignore[import-untyped]  # noqa: E402
 import uvloop  # noqa: E402
 from backfill_vs_reference import run  # noqa: E402
-from devnet_process import devnet_process  # noqa: E402
+from devnet_process import PYTHON, devnet_process  # noqa: E402
 
 from blocktimesd.core.ranges import Span  # noqa: E402
 from blocktimesd.dataset import objects  # noqa: E402
@@ -48,7 +48,7 @@ async def backfill(url: str, blocks: int, data: str | None) -> dict[str, Any]:
     """One backfill of blocks 1..``blocks`` to ``data`` (None: a temp directory)."""
     where = () if data is None else ("--data", data)
     out = await run(
-        sys.executable, str(HERE / "backfill_run.py"), url, "1", str(blocks),
+        PYTHON, str(HERE / "backfill_run.py"), url, "1", str(blocks),
         "--storage", "per-block", *where,
     )  # fmt: skip
     result: dict[str, Any] = json.loads(out.splitlines()[-1])

@@ -50,7 +50,7 @@ from typing import Any
 import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from devnet_process import devnet_process
+from devnet_process import PYTHON, devnet_process
 
 
 @dataclass
@@ -157,7 +157,7 @@ class Client:
     through this environment, or an installed copy of its package."""
 
     tree: str | None = None
-    python: str = sys.executable
+    python: str = PYTHON
     installed: bool = False
 
     def where(self, data: str) -> tuple[str, str | None]:
@@ -171,7 +171,7 @@ def installed(tree: str | None) -> Iterator[Client]:
     """``tree``'s package (None: this checkout's) as ``pip install`` puts it in place."""
     root = Path(tree) if tree else Path(__file__).resolve().parent.parent
     with tempfile.TemporaryDirectory(prefix="blocktimesd-installed-") as venv:
-        subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
+        subprocess.run([PYTHON, "-m", "venv", "--without-pip", venv], check=True)
         site = Path(sysconfig.get_path("purelib", vars={"base": venv, "platbase": venv}))
         shutil.copytree(
             root / "blocktimesd", site / "blocktimesd", ignore=shutil.ignore_patterns("__pycache__")

@@ -50,7 +50,7 @@ from types import ModuleType
 
 import uvloop
 import websockets
-from devnet_process import devnet_process
+from devnet_process import PYTHON, devnet_process
 from startup import Client, Proxy, child_env, installed, one_run
 
 HERE = Path(__file__).resolve().parent
@@ -105,7 +105,7 @@ def spawn(argv: list[str], env: dict[str, str] = ENV) -> Process:
 
 def backfill_argv(url: str, last: int, data: str) -> list[str]:
     return [
-        sys.executable, "-m", "blocktimesd", "--log-level", "WARNING", "backfill",
+        PYTHON, "-m", "blocktimesd", "--log-level", "WARNING", "backfill",
         "--chain", "consensus", "--kind", "consensus", "--rpc", url,
         "--start", "1", "--end", str(last), "--data", data,
     ]  # fmt: skip
@@ -114,7 +114,7 @@ def backfill_argv(url: str, last: int, data: str) -> list[str]:
 def ceiling_argv(url: str, last: int, mix: tuple[int, int]) -> list[str]:
     inflight, batch = mix
     return [
-        sys.executable, str(HERE / "ceiling.py"), url, "1", str(last), "--storage", "row",
+        PYTHON, str(HERE / "ceiling.py"), url, "1", str(last), "--storage", "row",
         "--inflight", str(inflight), "--batch", str(batch),
     ]  # fmt: skip
 
@@ -187,6 +187,7 @@ async def startup(args: argparse.Namespace) -> list[Target]:
     first, last = 1, 2000
     env = ENV
     times: dict[str, list[float]] = {"installed": [], "checkout": []}
+    bare: list[float] = []
     async with devnet_process("--history", str(last + 200)) as (consensus, _):
         proxy = Proxy(consensus, first, last)
         async with websockets.serve(
@@ -204,6 +205,13 @@ async def startup(args: argparse.Namespace) -> list[Target]:
                         if seen.first_block is None:
                             raise RuntimeError("the backfill made no block request")
                         times[name].append(seen.first_block * 1000)
+                    # The machine's pace at that moment: a bare interpreter's start.
+                    bare.append(spawn([PYTHON, "-c", "pass"]).seconds * 1000)
+    print(
+        "  bare interpreter (python -c pass), ms: "
+        f"{', '.join(f'{t:.0f}' for t in bare)}; median {statistics.median(bare):.0f} "
+        "(a slower host slows every start alike)"
+    )
     for name, place in (("installed", "installed (as pip installs it)"),
                         ("checkout", "from the checkout (editable install)")):  # fmt: skip
         shown = ", ".join(f"{t:.0f}" for t in times[name])
@@ -281,7 +289,7 @@ _STEADY = re.compile(r"steady CPU ([0-9.]+) ms/block")
 async def follow(args: argparse.Namespace) -> list[Target]:
     print(f"\n5. follow CPU, {args.follow_seconds:g} s", flush=True)
     every = max(5.0, args.follow_seconds / 4)
-    argv = [sys.executable, str(HERE / "follow.py"), "--seconds", str(args.follow_seconds),
+    argv = [PYTHON, str(HERE / "follow.py"), "--seconds", str(args.follow_seconds),
             "--every", str(every)]  # fmt: skip
     out = (await asyncio.to_thread(spawn, argv)).out
     print("\n".join("  " + line for line in out.splitlines()))
