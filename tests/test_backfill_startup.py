@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,7 @@ from blocktimesd.core.ranges import Span
 from blocktimesd.dataset.writer import ParquetWriter
 from blocktimesd.devnet.app import Devnet
 from blocktimesd.devnet.params import ChainParams
+from blocktimesd.errors import ConnectionLost
 
 K = 20
 PARAMS = ChainParams(seed=11, history=300, fork_rate=0.0, upgrade_at=0, stall_every_s=0)
@@ -52,6 +54,87 @@ async def test_without_a_tip_the_run_asks_for_it(tmp_path: Path) -> None:
     result, best = await backfill_to(tmp_path / "asked", None)
     assert result.span == Span(1, best - K)
     assert result.written == best - K
+
+
+class Recording:
+    """A client that notes, in order, each call as it is asked and as it is answered."""
+
+    def __init__(self, client: RpcClient, log: list[tuple[str, str, Any]]) -> None:
+        self._client = client
+        self._log = log
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    async def call(self, method: str, *params: Any) -> Any:
+        self._log.append(("ask", method, params))
+        try:
+            return await self._client.call(method, *params)
+        finally:
+            self._log.append(("answered", method, params))
+
+    async def call_many(self, calls: list[tuple[str, list[Any]]], **options: Any) -> Any:
+        methods = ",".join(sorted({m for m, _ in calls}))
+        self._log.append(("ask", methods, len(calls)))
+        try:
+            return await self._client.call_many(calls, **options)
+        finally:
+            self._log.append(("answered", methods, len(calls)))
+
+
+async def test_the_first_hashes_are_asked_for_while_the_runtime_is_read(tmp_path: Path) -> None:
+    # The first block request (the hashes of the first chunk: the window's parent on)
+    # goes out before the runtime's metadata is in, and the fetch takes its answer: that
+    # chunk is asked for once.
+    log: list[tuple[str, str, Any]] = []
+    devnet = Devnet(PARAMS)
+    async with devnet as urls:
+        rpc = RpcSettings(endpoints=(urls.consensus,), max_inflight=16)
+        async with RpcClient(rpc, "consensus") as client, ParquetWriter(tmp_path) as writer:
+            await client.wait_ready(10)
+            recording: Any = Recording(client, log)
+            reader = ChainReader(recording, ChainKind.CONSENSUS, "consensus")
+            settings = BackfillSettings(window=128, blocks_per_task=50)
+            engine = Backfill(reader, "consensus", K, writer, tmp_path, settings=settings)
+            result = await engine.run(Span(1, 200), devnet.network.consensus.best.number)
+    assert result.written == 200
+    first_chunk = ("chain_getBlockHash", (list(range(50)),))
+    asked = [
+        i for i, (what, *call) in enumerate(log) if what == "ask" and tuple(call) == first_chunk
+    ]
+    assert len(asked) == 1, log
+    metadata = next(
+        i for i, entry in enumerate(log) if entry[:2] == ("answered", "state_getMetadata")
+    )
+    assert asked[0] < metadata, log
+
+
+class FailingFirst(Recording):
+    """Fails the first list of hashes asked for: the connection was lost under it."""
+
+    async def call(self, method: str, *params: Any) -> Any:
+        first = not any(what == "ask" and m == method for what, m, _ in self._log)
+        if first and method == "chain_getBlockHash" and params and isinstance(params[0], list):
+            self._log.append(("ask", method, params))
+            raise ConnectionLost("dropped under the first hashes")
+        return await super().call(method, *params)
+
+
+async def test_an_early_ask_that_failed_is_asked_again(tmp_path: Path) -> None:
+    log: list[tuple[str, str, Any]] = []
+    devnet = Devnet(PARAMS)
+    async with devnet as urls:
+        rpc = RpcSettings(endpoints=(urls.consensus,), max_inflight=16)
+        async with RpcClient(rpc, "consensus") as client, ParquetWriter(tmp_path) as writer:
+            await client.wait_ready(10)
+            failing: Any = FailingFirst(client, log)
+            reader = ChainReader(failing, ChainKind.CONSENSUS, "consensus")
+            settings = BackfillSettings(window=128, blocks_per_task=50)
+            engine = Backfill(reader, "consensus", K, writer, tmp_path, settings=settings)
+            result = await engine.run(Span(1, 200), devnet.network.consensus.best.number)
+    assert (result.written, result.failed) == (200, ())
+    first_chunk = ("ask", "chain_getBlockHash", (list(range(50)),))
+    assert log.count(first_chunk) == 2, log
 
 
 @pytest.mark.parametrize("enabled", [True, False])

@@ -221,9 +221,10 @@ class Backfill:
             self.drop_checks()
 
     def drop_checks(self) -> None:
-        """Cancel what :meth:`prepare` started, if it is still running."""
+        """Cancel what :meth:`prepare` and the run started ahead, if still running."""
         if self._checks is not None:
             _drop(self._checks)
+        self.fetcher.drop_early()
 
     async def _run(
         self,
@@ -258,7 +259,9 @@ class Backfill:
             "storage by state_queryStorage ranges" if self.query_storage else "storage per block",
         )  # fmt: skip
         if missing:
-            # The range's state, checked while the runtime and timing are read.
+            # The first hashes, and the range's state, asked for while the runtime and
+            # timing are read.
+            self.fetcher.ask_early(next(windows(missing, self.settings.window)))
             state = asyncio.ensure_future(
                 self._retrying(
                     "reading the state before the range",

@@ -93,6 +93,8 @@ class BlockFetcher:
 
     ``keys`` (the storage keys read per block, ``Timestamp.Now`` first) and ``batch``
     (calls per JSON-RPC batch) are set once the runtime is read and the node timed.
+    The hashes of the first window's first chunk, which need neither, may be asked for
+    before then (:meth:`ask_early`).
     """
 
     def __init__(
@@ -108,6 +110,36 @@ class BlockFetcher:
         # enough that they are answered in order of number (the semaphore is FIFO), so
         # an interrupted run has an unbroken run of blocks to write.
         self._gate = asyncio.Semaphore(client.settings.max_inflight)
+        # Hash lists asked for ahead of their fetch, by (first, last) number.
+        self._early: dict[tuple[int, int], asyncio.Future[Any]] = {}
+
+    def ask_early(self, window: Span) -> None:
+        """Ask now for the hashes of ``window``'s first chunk, while the runtime and the
+        node's timing are still being read (they need neither); :meth:`fetch` of that
+        window takes the answer.  :meth:`drop_early` cancels what no fetch took."""
+        first, last, _ = self._chunks(window)[0]
+        if (first, last) not in self._early:
+            self._early[(first, last)] = asyncio.ensure_future(self._hashes(first, last))
+
+    def drop_early(self) -> None:
+        for asked in self._early.values():
+            asked.cancel()
+            if asked.done() and not asked.cancelled():
+                asked.exception()  # retrieved: a failure nobody waits for is not logged
+        self._early.clear()
+
+    async def _hashes(self, first: int, last: int) -> Any:
+        async with self._gate:
+            return await self.client.call("chain_getBlockHash", list(range(first, last + 1)))
+
+    def _chunks(self, window: Span) -> list[tuple[int, int, bool]]:
+        """The window's chunks, with the window's parent and child: (first, last, whether
+        ``last`` is the child, which may not exist yet)."""
+        step = self.blocks_per_task
+        first, child = window.first - 1, window.last + 1
+        return [
+            (n, min(n + step - 1, child), n + step > child) for n in range(first, child + 1, step)
+        ]
 
     async def fetch(self, window: Span, landing: Landing | None = None) -> list[Block]:
         """The window's blocks, the parent of its first and the child of its last, in
@@ -115,13 +147,9 @@ class BlockFetcher:
         vouches for its parent); only the best block has none, and then the last block
         must be the best block.  Each group of blocks is handed to ``landing`` as it
         arrives."""
-        step = self.blocks_per_task
-        first, child = window.first - 1, window.last + 1
         tasks = [
-            self._fetch_chunk(
-                n, min(n + step - 1, child), successor=n + step > child, landing=landing
-            )
-            for n in range(first, child + 1, step)
+            self._fetch_chunk(first, last, successor=successor, landing=landing)
+            for first, last, successor in self._chunks(window)
         ]
         chunks = await asyncio.gather(*tasks)
         blocks = [raw for chunk in chunks for raw in chunk]
@@ -142,12 +170,15 @@ class BlockFetcher:
     ) -> list[Block]:
         """Blocks ``first``..``last``; with ``successor``, ``last`` may not exist yet."""
         numbers = list(range(first, last + 1))
-
-        async def ask() -> Any:
-            async with self._gate:
-                return await self.client.call("chain_getBlockHash", numbers)
-
-        hashes = await _in_place(ask)
+        hashes: Any = None
+        early = self._early.pop((first, last), None)
+        if early is not None:
+            try:
+                hashes = await early
+            except BlocktimesError:
+                early = None  # asked again, as any first ask that failed
+        if early is None:
+            hashes = await _in_place(lambda: self._hashes(first, last))
         if not isinstance(hashes, list) or len(hashes) != len(numbers):
             raise MalformedAnswer(
                 f"blocks {first}-{last}: chain_getBlockHash answered {hashes!r:.80}"
