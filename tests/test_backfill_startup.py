@@ -82,26 +82,34 @@ class Recording:
             self._log.append(("answered", methods, len(calls)))
 
 
-async def test_the_first_hashes_are_asked_for_while_the_runtime_is_read(tmp_path: Path) -> None:
-    # The first block request (the hashes of the first chunk: the window's parent on)
-    # goes out before the runtime's metadata is in, and the fetch takes its answer: that
-    # chunk is asked for once.
+async def recorded_backfill(
+    data: Path, recording: type[Recording]
+) -> tuple[ChainResult, list[tuple[str, str, Any]]]:
+    """Backfill blocks 1..200 in chunks of 50 through ``recording``; the result and the
+    calls noted."""
     log: list[tuple[str, str, Any]] = []
     devnet = Devnet(PARAMS)
     async with devnet as urls:
         rpc = RpcSettings(endpoints=(urls.consensus,), max_inflight=16)
-        async with RpcClient(rpc, "consensus") as client, ParquetWriter(tmp_path) as writer:
+        async with RpcClient(rpc, "consensus") as client, ParquetWriter(data) as writer:
             await client.wait_ready(10)
-            recording: Any = Recording(client, log)
-            reader = ChainReader(recording, ChainKind.CONSENSUS, "consensus")
+            noted: Any = recording(client, log)  # an RpcClient in all it is asked
+            reader = ChainReader(noted, ChainKind.CONSENSUS, "consensus")
             settings = BackfillSettings(window=128, blocks_per_task=50)
-            engine = Backfill(reader, "consensus", K, writer, tmp_path, settings=settings)
+            engine = Backfill(reader, "consensus", K, writer, data, settings=settings)
             result = await engine.run(Span(1, 200), devnet.network.consensus.best.number)
+    return result, log
+
+
+FIRST_CHUNK = ("ask", "chain_getBlockHash", (list(range(50)),))  # the window's parent on
+
+
+async def test_the_first_hashes_are_asked_for_while_the_runtime_is_read(tmp_path: Path) -> None:
+    # The first block request (the hashes of the first chunk) goes out before the
+    # runtime's metadata is in, and the fetch takes its answer: it is asked for once.
+    result, log = await recorded_backfill(tmp_path, Recording)
     assert result.written == 200
-    first_chunk = ("chain_getBlockHash", (list(range(50)),))
-    asked = [
-        i for i, (what, *call) in enumerate(log) if what == "ask" and tuple(call) == first_chunk
-    ]
+    asked = [i for i, entry in enumerate(log) if entry == FIRST_CHUNK]
     assert len(asked) == 1, log
     metadata = next(
         i for i, entry in enumerate(log) if entry[:2] == ("answered", "state_getMetadata")
@@ -121,20 +129,9 @@ class FailingFirst(Recording):
 
 
 async def test_an_early_ask_that_failed_is_asked_again(tmp_path: Path) -> None:
-    log: list[tuple[str, str, Any]] = []
-    devnet = Devnet(PARAMS)
-    async with devnet as urls:
-        rpc = RpcSettings(endpoints=(urls.consensus,), max_inflight=16)
-        async with RpcClient(rpc, "consensus") as client, ParquetWriter(tmp_path) as writer:
-            await client.wait_ready(10)
-            failing: Any = FailingFirst(client, log)
-            reader = ChainReader(failing, ChainKind.CONSENSUS, "consensus")
-            settings = BackfillSettings(window=128, blocks_per_task=50)
-            engine = Backfill(reader, "consensus", K, writer, tmp_path, settings=settings)
-            result = await engine.run(Span(1, 200), devnet.network.consensus.best.number)
+    result, log = await recorded_backfill(tmp_path, FailingFirst)
     assert (result.written, result.failed) == (200, ())
-    first_chunk = ("ask", "chain_getBlockHash", (list(range(50)),))
-    assert log.count(first_chunk) == 2, log
+    assert log.count(FIRST_CHUNK) == 2, log
 
 
 @pytest.mark.parametrize("enabled", [True, False])
