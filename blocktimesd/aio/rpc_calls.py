@@ -35,6 +35,17 @@ class _Expired(Exception):
     """A request's deadline passed (set on its future; becomes :class:`RpcTimeout`)."""
 
 
+def _let_go(conn: RpcConnection, key: int, fut: asyncio.Future[Any]) -> None:
+    """Stop waiting for message ``key``, whose send failed: the caller raises an error of
+    its own, so the future's, if the connection's end set one first, is marked seen (or
+    asyncio logs it as never retrieved)."""
+    conn.abandon(key)
+    if not fut.done():
+        fut.cancel()
+    elif not fut.cancelled():
+        fut.exception()
+
+
 def _expire(fut: asyncio.Future[Any]) -> None:
     if not fut.done():
         fut.set_exception(_Expired())
@@ -205,11 +216,11 @@ class Requests:
             if not conn.ws.send_now(body):
                 await conn.ws.send(body, text=True)
         except ConnectionClosed:
-            conn.abandon(key)
+            _let_go(conn, key, fut)
             self._observe(calls, "connection lost", sent.started)
             raise ConnectionLost(f"{self.chain}: connection to {conn.shown} closed") from None
         except BaseException:
-            conn.abandon(key)
+            _let_go(conn, key, fut)
             raise
         return sent
 
