@@ -48,7 +48,14 @@ from blocktimesd.errors import (
     classify,
 )
 
-__all__ = ["DROP_REASONS", "RpcClient", "RpcObserver", "RpcSettings", "Subscription"]
+__all__ = [
+    "DROP_REASONS",
+    "NullRpcObserver",
+    "RpcClient",
+    "RpcObserver",
+    "RpcSettings",
+    "Subscription",
+]
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +126,9 @@ class RpcObserver(Protocol):
     def dropped(self, endpoint: str, reason: str) -> None: ...
 
 
-class _NullObserver:
+class NullRpcObserver:
+    """Hears nothing: a client without metrics."""
+
     def request_done(self, method: str, outcome: str, seconds: float) -> None:
         pass
 
@@ -163,7 +172,7 @@ class RpcClient:
         self.settings = settings
         self.chain = chain
         self._on_connect = on_connect
-        self._observer: RpcObserver = observer or _NullObserver()
+        self._observer: RpcObserver = observer or NullRpcObserver()
         self._rng = rng or random.Random()
         self._clock = clock
         self._requests = Requests(

@@ -9,23 +9,10 @@ import time
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from blocktimesd.aio.rpc import NullRpcObserver
 from blocktimesd.aio.rpc_calls import Requests
 from blocktimesd.aio.rpc_connection import RpcConnection
 from blocktimesd.errors import ConnectionLost
-
-
-class Unobserved:
-    def request_done(self, method: str, outcome: str, seconds: float) -> None:
-        pass
-
-    def reconnected(self, endpoint: str) -> None:
-        pass
-
-    def connect_failed(self, endpoint: str, reason: str) -> None:
-        pass
-
-    def dropped(self, endpoint: str, reason: str) -> None:
-        pass
 
 
 class _Transport:
@@ -62,7 +49,7 @@ async def test_a_send_that_fails_as_the_connection_ends_leaves_no_error_unseen()
         return conn
 
     requests = Requests(
-        "consensus", connection, Unobserved(), observed=False, max_inflight=4,
+        "consensus", connection, NullRpcObserver(), observed=False, max_inflight=4,
         requests_per_second=0, request_timeout=5, timeouts_to_drop=3, clock=time.monotonic,
     )  # fmt: skip
     with pytest.raises(ConnectionLost, match="closed"):
