@@ -35,17 +35,6 @@ class _Expired(Exception):
     """A request's deadline passed (set on its future; becomes :class:`RpcTimeout`)."""
 
 
-def _let_go(conn: RpcConnection, key: int, fut: asyncio.Future[Any]) -> None:
-    """Stop waiting for message ``key``, whose send failed: the caller raises an error of
-    its own, so the future's, if the connection's end set one first, is marked seen (or
-    asyncio logs it as never retrieved)."""
-    conn.abandon(key)
-    if not fut.done():
-        fut.cancel()
-    elif not fut.cancelled():
-        fut.exception()
-
-
 def _expire(fut: asyncio.Future[Any]) -> None:
     if not fut.done():
         fut.set_exception(_Expired())
@@ -154,10 +143,7 @@ class Requests:
             return results
         except BaseException:
             for message in sent:
-                if not message.fut.done():
-                    message.conn.abandon(message.key)
-                elif not message.fut.cancelled():
-                    message.fut.exception()  # seen: no "exception was never retrieved"
+                message.conn.abandon(message.key, message.fut)
             raise
 
     async def _pace(self) -> None:
@@ -216,11 +202,11 @@ class Requests:
             if not conn.ws.send_now(body):
                 await conn.ws.send(body, text=True)
         except ConnectionClosed:
-            _let_go(conn, key, fut)
+            conn.abandon(key, fut)
             self._observe(calls, "connection lost", sent.started)
             raise ConnectionLost(f"{self.chain}: connection to {conn.shown} closed") from None
         except BaseException:
-            _let_go(conn, key, fut)
+            conn.abandon(key, fut)
             raise
         return sent
 
@@ -240,7 +226,7 @@ class Requests:
         except _Expired:
             raise self._timed_out(sent) from None
         except asyncio.CancelledError:
-            sent.conn.abandon(sent.key)
+            sent.conn.abandon(sent.key, sent.fut)
             raise
         if len(calls) == 1:
             self._observe(calls, "ok", sent.started)
@@ -259,7 +245,7 @@ class Requests:
         """The error for a message past its deadline; ``timeouts_to_drop`` of them in a
         row, with nothing received meanwhile, drop the connection."""
         conn = sent.conn
-        conn.abandon(sent.key)
+        conn.abandon(sent.key, sent.fut)
         self._observe(sent.calls, "timeout", sent.started)
         conn.silent_timeouts += 1  # the reader resets it with every message
         if conn.silent_timeouts >= self._timeouts_to_drop:

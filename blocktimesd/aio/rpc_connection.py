@@ -93,17 +93,19 @@ class RpcConnection:
         self.subscriptions.clear()
         self.subscribing.clear()
 
-    def abandon(self, key: int) -> None:
-        """Stop waiting for the answer to message ``key``."""
+    def abandon(self, key: int, fut: asyncio.Future[Any]) -> None:
+        """Stop waiting for the answer to message ``key``, whose future is ``fut``.
+
+        A future already failed (the connection ended meanwhile, and failed it even if it
+        left ``pending`` then) is marked seen: its caller raises an error of its own, and
+        asyncio would log this one as never retrieved."""
         self.framing.abandon(key)
-        fut = self.pending.pop(key, None)
-        if fut is not None and not fut.done():
-            fut.cancel()
-        elif fut is not None and not fut.cancelled():
-            # Failed meanwhile (the connection ended during the send): the caller raises
-            # an error of its own, so mark this one seen, or asyncio logs it as lost.
-            fut.exception()
+        self.pending.pop(key, None)
         self.subscribing.pop(key, None)
+        if not fut.done():
+            fut.cancel()
+        elif not fut.cancelled():
+            fut.exception()
 
     async def watch(self, limit: float) -> None:
         """Drop the connection when a message, or our writes, make no progress."""

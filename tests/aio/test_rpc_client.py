@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
+import time
 from collections.abc import AsyncIterator
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from blocktimesd.aio.preflight import NodeExpectations, Preflight, check_history
-from blocktimesd.aio.rpc import RpcClient, RpcSettings, Subscription
-from blocktimesd.aio.rpc_calls import Slots
+from blocktimesd.aio.rpc import NullRpcObserver, RpcClient, RpcSettings, Subscription
+from blocktimesd.aio.rpc_calls import Requests, Slots
+from blocktimesd.aio.rpc_connection import RpcConnection
 from blocktimesd.devnet.app import Devnet
 from blocktimesd.devnet.params import ChainParams, FaultParams
 from blocktimesd.errors import (
@@ -275,11 +279,6 @@ async def test_a_call_failed_while_it_was_being_sent_is_not_reported_as_lost() -
     """The connection ends during a send: the reader fails the call's future, then the
     sender abandons it and raises its own error; asyncio must not log the first one as
     an exception nobody retrieved."""
-    import gc
-
-    from blocktimesd.aio.rpc_connection import RpcConnection
-    from blocktimesd.errors import ConnectionLost
-
     loop = asyncio.get_running_loop()
     unretrieved: list[dict[str, object]] = []
     loop.set_exception_handler(lambda _loop, context: unretrieved.append(context))
@@ -288,8 +287,56 @@ async def test_a_call_failed_while_it_was_being_sent_is_not_reported_as_lost() -
     fut: asyncio.Future[object] = loop.create_future()
     conn.pending[key] = fut
     fut.set_exception(ConnectionLost("consensus: connection lost"))
-    conn.abandon(key)
+    conn.abandon(key, fut)
     del fut
     gc.collect()
     await asyncio.sleep(0)
     assert not unretrieved, unretrieved
+
+
+class _Transport:
+    def abort(self) -> None:
+        pass
+
+
+class EndingSocket:
+    """A socket whose connection ends during the send: what it carries fails (the
+    request just registered among it), then the send raises."""
+
+    def __init__(self) -> None:
+        self.transport = _Transport()
+        self.conn: RpcConnection | None = None
+
+    def send_now(self, body: bytes) -> bool:
+        assert self.conn is not None
+        self.conn.end("connection lost", None)
+        return False
+
+    async def send(self, body: bytes, text: bool) -> None:
+        raise ConnectionClosed(None, None)
+
+
+async def test_a_send_that_fails_as_the_connection_ends_leaves_no_error_unseen() -> None:
+    """The connection ends during the send and fails the request's future, which leaves
+    ``pending`` then; the send fails too.  The caller raises the send's error, and the
+    future's is marked seen all the same."""
+    loop = asyncio.get_running_loop()
+    unseen: list[str] = []
+    loop.set_exception_handler(lambda _, context: unseen.append(context["message"]))
+    sock = EndingSocket()
+    conn = RpcConnection(sock, "ws://node", "ws://node", "consensus")  # type: ignore[arg-type]
+    sock.conn = conn
+
+    async def connection() -> RpcConnection:
+        return conn
+
+    requests = Requests(
+        "consensus", connection, NullRpcObserver(), observed=False, max_inflight=4,
+        requests_per_second=0, request_timeout=5, timeouts_to_drop=3, clock=time.monotonic,
+    )  # fmt: skip
+    with pytest.raises(ConnectionLost, match="closed"):
+        await requests.post([("chain_getBlockHash", [1])], None, None)
+    await asyncio.sleep(0)
+    gc.collect()  # a future's unseen error is reported when the future is collected
+    assert unseen == []
+    assert conn.pending == {}
