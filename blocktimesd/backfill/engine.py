@@ -224,7 +224,7 @@ class Backfill:
         """Cancel what :meth:`prepare` and the run started ahead, if still running."""
         if self._checks is not None:
             _drop(self._checks)
-        self.fetcher.drop_early()
+        _drop(self.fetcher.take_early())
 
     async def _run(
         self,
@@ -558,14 +558,14 @@ def _import_arrow_meanwhile() -> None:
         ).start()
 
 
-def _drop(checks: Iterable[asyncio.Future[Any]]) -> None:
-    """Cancel the checks still running; mark a failed one's error seen (the first one
-    that failed was raised where it was awaited)."""
-    for check in checks:
-        if not check.done():
-            check.cancel()
-        elif not check.cancelled():
-            check.exception()
+def _drop(started: Iterable[asyncio.Future[Any]]) -> None:
+    """Cancel what was started ahead and is still running; mark a failed one's error
+    seen (a failure that mattered was raised where it was awaited)."""
+    for future in started:
+        if not future.done():
+            future.cancel()
+        elif not future.cancelled():
+            future.exception()
 
 
 async def _cancel(tasks: Iterable[asyncio.Task[Any]]) -> None:

@@ -116,17 +116,16 @@ class BlockFetcher:
     def ask_early(self, window: Span) -> None:
         """Ask now for the hashes of ``window``'s first chunk, while the runtime and the
         node's timing are still being read (they need neither); :meth:`fetch` of that
-        window takes the answer.  :meth:`drop_early` cancels what no fetch took."""
+        window takes the answer.  :meth:`take_early` hands over what no fetch took."""
         first, last, _ = self._chunks(window)[0]
         if (first, last) not in self._early:
             self._early[(first, last)] = asyncio.ensure_future(self._hashes(first, last))
 
-    def drop_early(self) -> None:
-        for asked in self._early.values():
-            asked.cancel()
-            if asked.done() and not asked.cancelled():
-                asked.exception()  # retrieved: a failure nobody waits for is not logged
+    def take_early(self) -> list[asyncio.Future[Any]]:
+        """The early asks no fetch took (its caller cancels them), forgotten here."""
+        asked = list(self._early.values())
         self._early.clear()
+        return asked
 
     async def _hashes(self, first: int, last: int) -> Any:
         async with self._gate:
@@ -170,15 +169,7 @@ class BlockFetcher:
     ) -> list[Block]:
         """Blocks ``first``..``last``; with ``successor``, ``last`` may not exist yet."""
         numbers = list(range(first, last + 1))
-        hashes: Any = None
-        early = self._early.pop((first, last), None)
-        if early is not None:
-            try:
-                hashes = await early
-            except BlocktimesError:
-                early = None  # asked again, as any first ask that failed
-        if early is None:
-            hashes = await _in_place(lambda: self._hashes(first, last))
+        hashes = await self._asked(first, last)
         if not isinstance(hashes, list) or len(hashes) != len(numbers):
             raise MalformedAnswer(
                 f"blocks {first}-{last}: chain_getBlockHash answered {hashes!r:.80}"
@@ -203,6 +194,17 @@ class BlockFetcher:
             )
         )
         return [block for group in groups for block in group]
+
+    async def _asked(self, first: int, last: int) -> Any:
+        """The node's hash list of ``first``..``last``: the early ask's answer, if there
+        was one and it came, else asked now."""
+        early = self._early.pop((first, last), None)
+        if early is not None:
+            try:
+                return await early
+            except BlocktimesError:
+                pass  # asked again, as any first ask that failed
+        return await _in_place(lambda: self._hashes(first, last))
 
     def _group_size(self) -> int:
         """Blocks per group: a group's calls fill a batch (as many messages as a whole
