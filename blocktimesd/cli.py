@@ -34,6 +34,7 @@ class Command(NamedTuple):
     add_parser: str  # add_X_parser(subparsers, parents)
     run: str  # run_X(args): an exit code, or a coroutine of one
     help: str  # its line in ``blocktimesd --help`` (the module's own, when it is built)
+    numpy: bool = True  # False: never needs numpy (see _keep_numpy_out)
 
 
 COMMANDS = {
@@ -42,12 +43,14 @@ COMMANDS = {
         "add_run_parser",
         "run_daemon",
         "follow the consensus chain and the Auto-EVM domain (the default command)",
+        numpy=False,
     ),
     "backfill": Command(
         "blocktimesd.commands.backfill",
         "add_backfill_parser",
         "run_backfill",
         "fetch the rows of a past range of blocks",
+        numpy=False,
     ),
     "report": Command(
         "blocktimesd.commands.report",
@@ -139,7 +142,21 @@ def _arrow_memory() -> None:
         os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
 
 
+def _keep_numpy_out() -> None:
+    """Import pyarrow without numpy, unless either is loaded already.
+
+    pyarrow imports numpy whenever it is installed (matplotlib, for the HTML report,
+    brings it), for conversions that the daemon and the backfill never make.  numpy is
+    optional to pyarrow, and without it a backfill's peak RSS is about 11 MiB lower.  For
+    the process's own command only (``main()`` of the console script): a caller of
+    :func:`main` in its own process keeps its numpy.
+    """
+    if "pyarrow" not in sys.modules:
+        sys.modules.setdefault("numpy", None)  # type: ignore[arg-type]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    whole_process = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     _arrow_memory()
     try:
@@ -170,6 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # websockets logs every server start and stop at INFO; operators need only its warnings.
     logging.getLogger("websockets").setLevel(max(logging.WARNING, logging.getLogger().level))
     command = COMMANDS[args.command]
+    if whole_process and not command.numpy:
+        _keep_numpy_out()
     try:
         result = _attr(command, command.run)(args)
         if isinstance(result, Coroutine):

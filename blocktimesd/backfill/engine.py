@@ -73,7 +73,7 @@ _T = TypeVar("_T")
 
 @dataclass(frozen=True, slots=True)
 class BackfillSettings:
-    window: int = 4096  # blocks turned into rows at a time
+    window: int = 2048  # blocks turned into rows at a time
     blocks_per_task: int = 256  # numbers per chain_getBlockHash list (and state_queryStorage)
     lookahead: int = 3  # windows fetched at once, the oldest being written
     # Node faults (wrong or malformed answers) in the fetches of a window before its

@@ -46,7 +46,7 @@ __all__ = [
 DEFAULT_MAX_INFLIGHT = 64
 MAX_CONNECTIONS = 8  # the most the probe grows to (blocktimesd.aio.pool, not imported here)
 DEFAULT_BATCH_SIZE = 256
-DEFAULT_WINDOW = 4096
+DEFAULT_WINDOW = 2048
 # BackfillSettings.lookahead, for the help: the parser does not load the engine (nor, with
 # it, pyarrow), which neither the help nor a usage error needs.
 WINDOWS_HELD = 3
