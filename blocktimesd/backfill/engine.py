@@ -249,6 +249,10 @@ class Backfill:
         shard = self.settings.shard
         # A shard's chunks are apart: each run of blocks is its own file (_parent_spec).
         wanted = [span] if shard is None else shard.spans(span)
+        # The first hashes are asked for while the runtime and timing are read, and the
+        # dataset is scanned: a chunk found written meanwhile is asked again from the
+        # first missing block (the unused answer is dropped with the run).
+        self.fetcher.ask_early(next(windows(wanted, self.settings.window)))
         present = await asyncio.to_thread(durable_runs, self.data_dir, self.chain, span)
         missing = [part for chunk in wanted for part in subtract(chunk, present)]
         skipped = self._skipped = total(wanted) - total(missing)
@@ -259,7 +263,8 @@ class Backfill:
             "storage by state_queryStorage ranges" if self.query_storage else "storage per block",
         )  # fmt: skip
         if missing:
-            # The first hashes, and the range's state, asked for while the runtime and
+            # The first missing hashes (asked already, unless the scan found the first
+            # chunk written) and the range's state, asked for while the runtime and
             # timing are read.
             self.fetcher.ask_early(next(windows(missing, self.settings.window)))
             state = asyncio.ensure_future(
