@@ -19,19 +19,19 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from blocktimesd.aio.chain import ChainReader
+from blocktimesd.aio.chain import IN_PLACE_ATTEMPTS, ChainReader
 from blocktimesd.aio.rpc import RpcClient, RpcSettings
 from blocktimesd.backfill.engine import Backfill, BackfillSettings, ChainResult
 from blocktimesd.backfill.fetch import Block, BlockFetcher, Landing
-from blocktimesd.backfill.mapping import ConsensusMap
+from blocktimesd.backfill.mapping import ConsensusMap, Mapped
 from blocktimesd.core.chains import ChainKind
 from blocktimesd.core.ranges import Span
 from blocktimesd.dataset.records import Unmapped
 from blocktimesd.dataset.writer import ParquetWriter
 from blocktimesd.devnet.app import Devnet
 from blocktimesd.devnet.chain import Block as SimBlock
-from blocktimesd.devnet.params import ChainParams
-from blocktimesd.errors import RetryPolicy
+from blocktimesd.devnet.params import ChainParams, FaultParams
+from blocktimesd.errors import ConnectionLost, RetryPolicy
 from tests.test_backfill import FAULTS
 
 K = 20
@@ -106,8 +106,8 @@ class Network:
 
 
 @asynccontextmanager
-async def network() -> AsyncIterator[Network]:
-    devnet = Devnet(PARAMS, FAULTS)
+async def network(faults: FaultParams = FAULTS) -> AsyncIterator[Network]:
+    devnet = Devnet(PARAMS, faults)
     async with devnet as urls:
         consensus = RpcClient(RpcSettings(endpoints=(urls.consensus,)), "consensus")
         domain = RpcClient(RpcSettings(endpoints=(urls.domain,)), DOMAIN)
@@ -261,3 +261,39 @@ async def test_a_stopped_domain_resumes_where_it_stopped(tmp_path: Path) -> None
     assert second.written == net.last - first.stopped_at + 1
     assert second.stopped_at is None
     assert [row_view(r) for r in rows(tmp_path)] == want_rows
+
+
+class DroppingNode(ConsensusNode):
+    """Loses the connection under the first ``drops`` lookups asked of it."""
+
+    def __init__(self, client: RpcClient, drops: int) -> None:
+        super().__init__(client, set(), set())
+        self.drops = drops
+        self.lookups = 0
+
+    async def call_many(self, calls: Sequence[tuple[str, list[Any]]], **kwargs: Any) -> list[Any]:
+        self.lookups += 1
+        if self.drops:
+            self.drops -= 1
+            raise ConnectionLost("consensus: connection lost (dropped under the lookup)")
+        return await super().call_many(calls, **kwargs)
+
+
+@pytest.mark.parametrize("drops", [1, IN_PLACE_ATTEMPTS - 1, IN_PLACE_ATTEMPTS])
+async def test_a_lookup_cut_short_by_a_lost_connection_is_asked_again_in_place(
+    drops: int,
+) -> None:
+    # A lost connection costs the lookup a re-ask, not the window a fetch: a bounded one.
+    # The node drops only where told (its own drops would take tries at random).
+    async with network(FaultParams()) as net:
+        wanted = [net.source(n).hash_hex for n in range(1, 41)]
+        expected = {h: Mapped(net.source(n).number) for n, h in enumerate(wanted, 1)}
+        node = DroppingNode(net.consensus, drops)
+        lookup = ConsensusMap(node, net.consensus_best)  # type: ignore[arg-type]
+        if drops < IN_PLACE_ATTEMPTS:
+            assert await lookup.resolve(wanted) == expected
+            assert node.lookups == drops + 1
+        else:
+            with pytest.raises(ConnectionLost, match="dropped under the lookup"):
+                await lookup.resolve(wanted)
+            assert node.lookups == IN_PLACE_ATTEMPTS
