@@ -153,7 +153,7 @@ class _Ending:
     unusable: BaseException | None = None  # this endpoint cannot serve the chain
     retire: bool = False  # the URL itself cannot work: never try it again
     error: BaseException | None = None  # unexpected: logged at ERROR with its traceback
-    productive: bool = False  # the node sent something once the connection was ready
+    productive: bool = False  # the node answered once it was ready, or held it idle
 
 
 class RpcClient:
@@ -428,10 +428,17 @@ class RpcClient:
             log.info("%s: connected to %s", self.chain, shown)
             self._ready.set()
             self._signal()
-            received = conn.received
+            received, asked = conn.received, conn.framing.asked
             await asyncio.wait({reader})
-            ending = self._ended(conn, reader, self._clock() - ready_at)
-            return dataclasses.replace(ending, productive=conn.received > received)
+            held = self._clock() - ready_at
+            ending = self._ended(conn, reader, held)
+            # Productive: it answered, or it held the connection idle (asked nothing) for
+            # at least the shortest delay there is (half the initial one): a node that
+            # drops idle connections is no sign that it cannot serve, and costs at most
+            # one connection per initial delay.  One that drops them at once, or drops
+            # requests unanswered, is still backed off from.
+            idle = conn.framing.asked == asked and held >= self.settings.backoff_initial / 2
+            return dataclasses.replace(ending, productive=conn.received > received or idle)
         finally:
             await self._drop(conn, reader, watchdog)
 

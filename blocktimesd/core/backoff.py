@@ -39,10 +39,11 @@ class EndpointSchedule:
     the caller), the next one, since the one that just failed is the least likely to
     work at once.  The delays come from :func:`backoff`, one per ended attempt, and
     start again from 0 only after a connection held for ``stable_after`` seconds
-    (default: ``cap``): a node that accepts and then drops every connection at once is
-    retried at growing intervals, never in a tight loop.  A fail-over to the only
-    endpoint there is always waits (it is the node that was found wrong).  An endpoint
-    whose URL cannot work is retired: never tried again.
+    (default: ``cap``), and from the shortest after a productive one (see :meth:`after`):
+    a node that accepts and then drops every connection before it serves is retried at
+    growing intervals, never in a tight loop.  A fail-over to the only endpoint there is
+    always waits (it is the node that was found wrong).  An endpoint whose URL cannot
+    work is retired: never tried again.
     """
 
     __slots__ = (
@@ -94,11 +95,11 @@ class EndpointSchedule:
         self, held: float | None, fail_over: bool = False, productive: bool = False
     ) -> tuple[int, float]:
         """The attempt on :attr:`current` ended; ``held`` is how long its connection
-        was usable (None if it never was), ``productive`` whether the node sent anything
-        on it once usable.  Returns the endpoint to try next and the delay before it, in
-        seconds.  A productive connection restarts the delays at the shortest one: a
-        node that serves and drops connections every few seconds is not left waiting
-        for the cap, while one that serves nothing still backs off."""
+        was usable (None if it never was), ``productive`` whether the node served on it
+        once usable (answered, or held it idle).  Returns the endpoint to try next and
+        the delay before it, in seconds.  A productive connection restarts the delays at
+        the shortest one: a node that serves and drops connections every few seconds is
+        not left waiting for the cap, while one that serves nothing still backs off."""
         if self.exhausted:
             raise ValueError("every endpoint is retired")
         if held is not None and held >= self.stable_after:

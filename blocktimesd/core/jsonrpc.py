@@ -180,6 +180,11 @@ class ClientFraming:
         """Messages awaiting an answer (a batch counts once)."""
         return len(self._open)
 
+    @property
+    def asked(self) -> int:
+        """Calls numbered so far (each call of a batch counts)."""
+        return self._next_id - 1
+
     def request(self, method: str, params: list[Any]) -> tuple[int, dict[str, Any]]:
         req_id = self._next_id
         self._next_id += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import re
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -125,6 +126,33 @@ async def test_reconnect_ends_subscriptions_with_a_gap(devnet: Devnet) -> None:
         await client.wait_ready(5)
         assert client.connects == 2
         assert await client.call("system_chain") == "Autonomys Devnet"
+
+
+async def test_a_node_that_drops_idle_connections_is_not_backed_off_from(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A client with nothing to ask (the consensus side of a domain backfill between its
+    # mapping reads) on a node that drops every connection within 0.3 s: each dropped
+    # connection had served (the preflight) and been held idle for longer than the
+    # shortest delay, so the next attempt waits the shortest delay (0.025 to 0.05 s
+    # here), not a doubling one (up to 2 s).  A node that drops connections at once is
+    # still backed off from (test_rpc_hostile.py).
+    net = Devnet(ChainParams(seed=9, history=40), FaultParams(drop_connections_every_s=0.3))
+    async with net:
+        with caplog.at_level("WARNING", logger="blocktimesd.aio.rpc"):
+            async with RpcClient(settings(net, backoff_cap=2.0), "consensus") as client:
+                await client.wait_ready(5)
+                await asyncio.sleep(3)
+                await client.wait_ready(5)
+                connects = client.connects
+    delays = [
+        float(m.group(1))
+        for r in caplog.records
+        if (m := re.search(r"next attempt in ([0-9.]+) s", r.getMessage()))
+    ]
+    assert len(delays) >= 5, delays
+    assert max(delays) <= 0.1, delays
+    assert connects >= len(delays)
 
 
 async def test_lagging_consumer_gets_a_gap(devnet: Devnet) -> None:
