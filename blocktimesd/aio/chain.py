@@ -19,10 +19,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any
+from typing import Any, TypeVar
 
 from blocktimesd.aio.rpc import RpcClient
 from blocktimesd.core import decode
@@ -31,6 +31,7 @@ from blocktimesd.core.header import RUNTIME_ENVIRONMENT_UPDATED, Header, hex_to_
 from blocktimesd.core.runtime import Runtime
 from blocktimesd.core.runtime_version import RuntimeVersion
 from blocktimesd.errors import (
+    BlocktimesError,
     DecodeError,
     HashMismatch,
     MalformedAnswer,
@@ -50,6 +51,7 @@ __all__ = [
     "call_in_place",
     "call_one_in_place",
     "queried",
+    "retried_in_place",
     "served_header",
     "verify_hash",
 ]
@@ -62,6 +64,7 @@ REASK_DELAY_S = 1.0
 IN_PLACE_ATTEMPTS = 4  # per read in all, for the node's transient error answers
 IN_PLACE_RETRY = RetryPolicy(initial=0.05, cap=1.0)  # delays between those attempts
 _VERSIONS_KEPT = 8192  # block hash -> spec version, for the blocks around the tip
+_T = TypeVar("_T")
 
 
 async def call_in_place(
@@ -110,6 +113,21 @@ async def call_one_in_place(
 ) -> Any:
     """One read, asked again as :func:`call_in_place` does; the error left raises."""
     return raise_node_errors(await call_in_place(client, [(method, list(params))], retry=retry))[0]
+
+
+async def retried_in_place(make: Callable[[], Awaitable[_T]]) -> _T:
+    """``make()``, made again after a transient error (a dropped connection, a timeout,
+    a busy node), ``IN_PLACE_ATTEMPTS`` times in all with ``IN_PLACE_RETRY``'s short
+    delays between; other errors, and the last transient one, raise."""
+    delays = IN_PLACE_RETRY.delays()
+    for _ in range(IN_PLACE_ATTEMPTS - 1):
+        try:
+            return await make()
+        except BlocktimesError as exc:
+            if IN_PLACE_RETRY.classify(exc) is not Outcome.TRANSIENT:
+                raise
+        await asyncio.sleep(next(delays))
+    return await make()
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,10 +15,10 @@ the group it hit: they are sent again in place, a few times, before the window f
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, NamedTuple, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
-from blocktimesd.aio.chain import IN_PLACE_ATTEMPTS, IN_PLACE_RETRY, queried
+from blocktimesd.aio.chain import queried, retried_in_place
 from blocktimesd.aio.pool import Caller
 from blocktimesd.backfill.reads import header_of, shown
 from blocktimesd.core import hexfacts
@@ -29,7 +29,6 @@ from blocktimesd.errors import (
     HashMismatch,
     MalformedAnswer,
     NodeFault,
-    Outcome,
     RpcError,
     pruned_state,
     raise_node_errors,
@@ -38,7 +37,6 @@ from blocktimesd.errors import (
 __all__ = ["Block", "BlockFetcher", "Landing", "Reorged"]
 
 _GROUP_BLOCKS = 16  # the least blocks fetched (and reported) together: see _group_size
-_T = TypeVar("_T")
 
 
 class Reorged(NodeFault):
@@ -204,7 +202,7 @@ class BlockFetcher:
                 return await early
             except BlocktimesError:
                 pass  # asked again, as any first ask that failed
-        return await _in_place(lambda: self._hashes(first, last))
+        return await retried_in_place(lambda: self._hashes(first, last))
 
     def _group_size(self) -> int:
         """Blocks per group: a group's calls fill a batch (as many messages as a whole
@@ -220,7 +218,7 @@ class BlockFetcher:
             async with self._gate:
                 return await self._fetch_blocks(numbers, hashes)
 
-        blocks = await _in_place(fetch)
+        blocks = await retried_in_place(fetch)
         if landing is not None:
             landing.add(blocks)
         return blocks
@@ -330,17 +328,3 @@ class BlockFetcher:
                 f"blocks {numbers[0]}-{numbers[-1]}: state_queryStorage answered {sets!r:.120}"
             ) from None
         return out
-
-
-async def _in_place(make: Callable[[], Awaitable[_T]]) -> _T:
-    """``make()``, made again after a transient error, ``IN_PLACE_ATTEMPTS`` times in all
-    with short delays between; other errors, and the last transient one, raise."""
-    delays = IN_PLACE_RETRY.delays()
-    for _ in range(IN_PLACE_ATTEMPTS - 1):
-        try:
-            return await make()
-        except BlocktimesError as exc:
-            if IN_PLACE_RETRY.classify(exc) is not Outcome.TRANSIENT:
-                raise
-        await asyncio.sleep(next(delays))
-    return await make()

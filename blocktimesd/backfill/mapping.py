@@ -4,31 +4,16 @@ decided by the rules the follower applies too)."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from blocktimesd.aio.chain import (
-    IN_PLACE_ATTEMPTS,
-    IN_PLACE_RETRY,
-    call_in_place,
-    call_one_in_place,
-)
+from blocktimesd.aio.chain import call_in_place, call_one_in_place, retried_in_place
 from blocktimesd.aio.rpc import RpcClient
 from blocktimesd.backfill.reads import header_of, shown
 from blocktimesd.dataset.records import Unmapped, unmapped_after_lookup, unmapped_before_lookup
-from blocktimesd.errors import (
-    BlocktimesError,
-    HashMismatch,
-    MalformedAnswer,
-    Outcome,
-    raise_node_errors,
-)
+from blocktimesd.errors import HashMismatch, MalformedAnswer, raise_node_errors
 
 __all__ = ["ConsensusMap", "Mapped", "map_source"]
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,23 +43,10 @@ class ConsensusMap:
         fails asked again in place).
 
         A lookup cut short by a transient error (the connection dropped under it, a
-        timeout) is asked again in place, ``IN_PLACE_ATTEMPTS`` times in all with
-        ``IN_PLACE_RETRY``'s short delays, once the client has reconnected: the domain
-        blocks that name the hashes are not fetched again for it.  Other errors, and the
-        last transient one, are raised."""
-        delays = IN_PLACE_RETRY.delays()
-        for attempt in range(1, IN_PLACE_ATTEMPTS):
-            try:
-                return await self._resolve(hashes)
-            except BlocktimesError as exc:
-                if IN_PLACE_RETRY.classify(exc) is not Outcome.TRANSIENT:
-                    raise
-                log.info(
-                    "looking up %d consensus blocks (%s): %s; asking again (try %d)",
-                    len(hashes), shown(self.client), exc, attempt + 1,
-                )  # fmt: skip
-            await asyncio.sleep(next(delays))
-        return await self._resolve(hashes)
+        timeout) is asked again in place (:func:`retried_in_place`), once the client has
+        reconnected: the domain blocks that name the hashes are not fetched again for
+        it."""
+        return await retried_in_place(lambda: self._resolve(hashes))
 
     async def _resolve(self, hashes: Sequence[str]) -> dict[str, Mapped]:
         unique = list(dict.fromkeys(hashes))
