@@ -45,6 +45,10 @@ __all__ = ["App", "node_expectations", "rpc_settings"]
 
 log = logging.getLogger(__name__)
 
+# The writer takes the rows that come within this long of one another together: rows
+# come one at a time, each chain's as its blocks are confirmed.
+WRITER_GATHER_S = 0.1
+
 
 def rpc_settings(config: Config, chain: ChainConfig) -> RpcSettings:
     """The RPC client's settings for ``chain``: the configured values, the client's own
@@ -97,6 +101,7 @@ class App:
                 # Rows durable within about checkpoint_s, files completed every
                 # max_file_minutes: few files (docs/runbook/config.md).
                 checkpoint_s=config.checkpoint_s or None,
+                gather_s=WRITER_GATHER_S,
             ),
             observer=_WriterMetrics(self.metrics),
             break_lease=break_lease,

@@ -95,7 +95,8 @@ class _Head:
 
 
 class _LiveCollector(Collector):
-    """The metrics that depend on the time of the scrape."""
+    """The metrics that depend on the time of the scrape, and the gauges that move with
+    every block (read when scraped, rather than set on every block)."""
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
@@ -105,7 +106,18 @@ class _LiveCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         m = self._metrics
-        lag, ahead, since, quantile, window = self._families()
+        lag, ahead, since, quantile, window, best, confirmed, waiting, queue, pending = (
+            self._families()
+        )
+        for family, values in (
+            (best, m._best),
+            (confirmed, m._confirmed),
+            (waiting, m._waiting),
+            (pending, m._rows_pending),
+        ):
+            for chain, count in sorted(values.items()):
+                family.add_metric([chain], count)
+        queue.add_metric([], m._queue_items)
         now = m._clock()
         for chain, head in sorted(m._heads.items()):
             if head.timestamp_ms is not None:
@@ -117,7 +129,7 @@ class _LiveCollector(Collector):
             window.add_metric([chain], len(deltas))
             for q, value in deltas.quantiles(QUANTILES):
                 quantile.add_metric([chain, f"{q:g}"], value)
-        return [lag, ahead, since, quantile, window]
+        return [lag, ahead, since, quantile, window, best, confirmed, waiting, queue, pending]
 
     @staticmethod
     def _families() -> Iterator[GaugeMetricFamily]:
@@ -150,6 +162,31 @@ class _LiveCollector(Collector):
             "How many recent deltas the quantiles are taken over",
             labels=["chain"],
         )
+        yield GaugeMetricFamily(
+            "blocktimes_best_block", "Number of the best head", labels=["chain"]
+        )
+        yield GaugeMetricFamily(
+            "blocktimes_confirmed_block",
+            "Number of the last block confirmed at depth k",
+            labels=["chain"],
+        )
+        yield GaugeMetricFamily(
+            "blocktimes_rows_waiting",
+            "Confirmed blocks whose rows wait to be formed (e.g. for the consensus chain)",
+            labels=["chain"],
+        )
+        yield GaugeMetricFamily(
+            "blocktimes_writer_queue_rows",
+            "Items in the writer's queue (a batch of rows counts as one; see "
+            "blocktimes_writer_rows_pending for rows)",
+            labels=[],
+        )
+        yield GaugeMetricFamily(
+            "blocktimes_writer_rows_pending",
+            "Rows the writer holds in memory that are not yet durable in a file (queued, or "
+            "buffered since the open file's last snapshot, taken every minute)",
+            labels=["chain"],
+        )
 
 
 class Metrics:
@@ -172,8 +209,13 @@ class Metrics:
         self._window_size = delta_window
         self._heads: dict[str, _Head] = {}
         self._windows: dict[str, DeltaWindow] = {}
-        self._series: dict[str, _PerBlock] = {}
-        self._pending: dict[str, Any] = {}  # blocktimes_writer_rows_pending, by chain
+        self._deltas: dict[str, Any] = {}  # blocktimes_block_delta_seconds, by chain
+        # The gauges that move with every block, by chain (exported by _LiveCollector).
+        self._best: dict[str, int] = {}
+        self._confirmed: dict[str, int] = {}
+        self._waiting: dict[str, int] = {}
+        self._rows_pending: dict[str, int] = {}
+        self._queue_items = 0
         r = registry
         chain = ["chain"]
         self.up = Gauge("blocktimes_up", "1 while the daemon runs", registry=r)
@@ -181,15 +223,6 @@ class Metrics:
         self.following = Gauge(
             "blocktimes_chain_following",
             "1 while the chain is connected and followed",
-            chain,
-            registry=r,
-        )
-        self.best_block = Gauge(
-            "blocktimes_best_block", "Number of the best head", chain, registry=r
-        )
-        self.confirmed_block = Gauge(
-            "blocktimes_confirmed_block",
-            "Number of the last block confirmed at depth k",
             chain,
             registry=r,
         )
@@ -236,12 +269,6 @@ class Metrics:
             ["chain", "kind"],
             registry=r,
         )
-        self.rows_waiting = Gauge(
-            "blocktimes_rows_waiting",
-            "Confirmed blocks whose rows wait to be formed (e.g. for the consensus chain)",
-            chain,
-            registry=r,
-        )
         self.rows_written = Counter(
             "blocktimes_rows_written",
             "Rows made durable in Parquet files (completed files and the minutely snapshots "
@@ -252,21 +279,8 @@ class Metrics:
         self.files_written = Counter(
             "blocktimes_files_written", "Parquet files completed", chain, registry=r
         )
-        self.writer_queue_rows = Gauge(
-            "blocktimes_writer_queue_rows",
-            "Items in the writer's queue (a batch of rows counts as one; see "
-            "blocktimes_writer_rows_pending for rows)",
-            registry=r,
-        )
         self.writer_errors = Counter(
             "blocktimes_writer_errors", "Failed attempts to write a file", registry=r
-        )
-        self.writer_rows_pending = Gauge(
-            "blocktimes_writer_rows_pending",
-            "Rows the writer holds in memory that are not yet durable in a file (queued, or "
-            "buffered since the open file's last snapshot, taken every minute)",
-            chain,
-            registry=r,
         )
         self.writer_last_success = Gauge(
             "blocktimes_writer_last_success_timestamp_seconds",
@@ -323,24 +337,18 @@ class Metrics:
         ):
             counter.labels(chain)
         self.following.labels(chain).set(0)
-        self.rows_waiting.labels(chain).set(0)
-        self.writer_rows_pending.labels(chain).set(0)
-        self.block_delta.labels(chain)
+        for gauge in (self._best, self._confirmed, self._waiting, self._rows_pending):
+            gauge.setdefault(chain, 0)
         self.reorg_depth.labels(chain)
         self._windows.setdefault(chain, DeltaWindow(self._window_size))
-        self._per_block(chain)
+        self._delta(chain)
 
-    def _per_block(self, chain: str) -> _PerBlock:
-        """The series each block of ``chain`` updates, looked up once (``labels()`` hashes
-        and locks on every call)."""
-        found = self._series.get(chain)
+    def _delta(self, chain: str) -> Any:
+        """``chain``'s delta histogram, looked up once (``labels()`` hashes and locks on
+        every call)."""
+        found = self._deltas.get(chain)
         if found is None:
-            found = self._series[chain] = _PerBlock(
-                self.best_block.labels(chain),
-                self.confirmed_block.labels(chain),
-                self.block_delta.labels(chain),
-                self.rows_waiting.labels(chain),
-            )
+            found = self._deltas[chain] = self.block_delta.labels(chain)
         return found
 
     # -- the followers -------------------------------------------------------------------
@@ -351,15 +359,14 @@ class Metrics:
         """A new best head; ``now`` is when it arrived (default: the clock)."""
         seen_at = self._clock() if now is None else now
         self._heads[chain] = _Head(number, timestamp_ms, seen_at)
-        self._per_block(chain).best_block.set(number)
+        self._best[chain] = number
 
     def observe_confirmed(self, chain: str, number: int, delta_ms: int | None) -> None:
         """A block confirmed at depth k; ``delta_ms`` is None where it has no parent time."""
-        series = self._per_block(chain)
-        series.confirmed_block.set(number)
+        self._confirmed[chain] = number
         if delta_ms is not None:
             seconds = delta_ms / 1000
-            series.block_delta.observe(seconds)
+            self._delta(chain).observe(seconds)
             window = self._windows.get(chain)
             if window is None:
                 window = self._windows[chain] = DeltaWindow(self._window_size)
@@ -388,7 +395,7 @@ class Metrics:
         self.anomalies.labels(chain, kind).inc()
 
     def set_rows_waiting(self, chain: str, rows: int) -> None:
-        self._per_block(chain).rows_waiting.set(rows)
+        self._waiting[chain] = rows
 
     # -- the writer ----------------------------------------------------------------------
 
@@ -399,16 +406,13 @@ class Metrics:
         self.files_written.labels(chain).inc()
 
     def set_writer_queue(self, rows: int) -> None:
-        self.writer_queue_rows.set(rows)
+        self._queue_items = rows
 
     def observe_writer_error(self) -> None:
         self.writer_errors.inc()
 
     def set_writer_rows_pending(self, chain: str, rows: int) -> None:
-        series = self._pending.get(chain)
-        if series is None:  # looked up once: it moves with every row put and written
-            series = self._pending[chain] = self.writer_rows_pending.labels(chain)
-        series.set(rows)
+        self._rows_pending[chain] = rows
 
     def observe_writer_success(self) -> None:
         """The writer completed a write now (the injected clock)."""
@@ -422,14 +426,6 @@ class Metrics:
     def rpc_observer(self, chain: str) -> RpcObserver:
         """What an :class:`~blocktimesd.aio.rpc.RpcClient` of ``chain`` reports to."""
         return _RpcMetrics(self, chain)
-
-
-@dataclass(frozen=True, slots=True)
-class _PerBlock:
-    best_block: Any
-    confirmed_block: Any
-    block_delta: Any
-    rows_waiting: Any
 
 
 class _RpcMetrics:

@@ -97,6 +97,10 @@ class WriterSettings:
     queue_size: int = 1024  # items (a list of rows counts as one)
     row_group_rows: int = 65_536
     poll_interval: float = 1.0  # seconds between checks of open files' age
+    # Seconds the task waits, after a lone row wakes it, for more rows to take together
+    # (0: none).  One wake per row costs more than the row itself when rows come one at
+    # a time, as the daemon's do; a flush or a stop does not wait.
+    gather_s: float = 0.0
     # Seconds between snapshots of an open file of rows (None: written only when rolled).
     checkpoint_s: float | None = None
     retry_initial: float = 1.0  # seconds before retrying a failed write; doubles ...
@@ -107,6 +111,8 @@ class WriterSettings:
             raise ValueError("queue_size, row_group_rows and poll_interval must be positive")
         if self.checkpoint_s is not None and self.checkpoint_s <= 0:
             raise ValueError("checkpoint_s must be positive (or None)")
+        if self.gather_s < 0:
+            raise ValueError("gather_s must not be negative")
 
     @property
     def policy(self) -> RotationPolicy:

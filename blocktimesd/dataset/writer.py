@@ -220,7 +220,10 @@ class ParquetWriter:
             raise TypeError(f"the writer does not take {type(item).__name__}")
         if self._stopping or self._task is None or self._task.done():
             raise WriterClosed(f"the writer of {self.data_dir} is {self.status}")
-        await self._queue.put(item)
+        try:
+            self._queue.put_nowait(item)
+        except asyncio.QueueFull:
+            await self._queue.put(item)
         if isinstance(item, Row):
             self._count_pending(item.chain, 1)
         elif isinstance(item, list) and item:
@@ -285,13 +288,42 @@ class ParquetWriter:
                 if not self._ops:
                     return
             else:
-                item = await self._next_item()
+                await self._take()
                 now = self._clock()
-                if item is not None:
-                    self._handle(item, now)
                 self._write(self._rows.due(now))
                 self._ops.extend(map(WriteFile, self._reorgs.due(now)))
                 self._checkpoint(now)
+
+    async def _take(self) -> None:
+        """Take the next item, if one comes before an open file's deadline or the poll
+        interval.  A lone row is followed by the rows that come within ``gather_s``
+        (taken together, up to the first other item), so that rows arriving one at a
+        time cost one wake of the task per ``gather_s`` rather than one each."""
+        item = await self._next_item()
+        if item is None:
+            return
+        self._handle(item, self._clock())
+        gather = self.settings.gather_s
+        if type(item) is not Row or not gather:
+            return
+        queue = self._queue
+        if queue.empty() and not self._stopping:
+            await asyncio.sleep(gather)
+        rows: list[Row] = []
+        other: Item | Stop | None = None
+        while not queue.empty():
+            taken = queue.get_nowait()
+            if type(taken) is Row:
+                rows.append(taken)
+            else:
+                other = taken
+                break
+        now = self._clock()
+        if rows:
+            self._add_rows(rows, now)
+        if other is not None and not isinstance(other, Stop):
+            self._handle(other, now)
+        self._observer.queue_length(queue.qsize())
 
     async def _next_item(self) -> Item | None:
         if self._queue.empty():

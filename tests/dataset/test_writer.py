@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import fnmatch
 import logging
@@ -275,6 +276,34 @@ async def test_rows_come_back_exactly_once_with_the_exact_schema(
     table = ds.dataset(tmp_path / "block_times", partitioning=partitioning).to_table()
     assert table.num_rows == len(rows)
     assert table.column_names == [*COLUMNS, "date"]
+
+
+@pytest.mark.parametrize("gather_s", [0.0, 0.2])
+async def test_rows_that_come_one_at_a_time_are_taken_together_within_gather_s(
+    tmp_path: Path, recorder: Recorder, gather_s: float
+) -> None:
+    """As the daemon's rows come: one each, a little apart.  With ``gather_s``, one wake
+    of the task takes them all (the queue is reported at most twice per wake), and a flush that
+    comes meanwhile is not held back; without it, each row is a wake of its own."""
+    settings = dataclasses.replace(SETTINGS, gather_s=gather_s)
+    rows = [row(n) for n in range(1, 9)] + [row(n, "auto-evm") for n in range(1, 5)]
+    async with ParquetWriter(tmp_path, settings, observer=recorder, clock=FakeClock()) as w:
+        for one in rows:
+            await w.put(one)
+            await asyncio.sleep(0.002)
+        wakes = recorder.queue_lengths
+        await w.flush()
+        assert_exactly(tmp_path, rows)
+        assert recorder.pending == {"consensus": 0, "auto-evm": 0}
+    if gather_s:
+        assert wakes <= 2
+    else:
+        assert wakes >= len(rows) - 1
+
+
+def test_gather_s_is_not_negative() -> None:
+    with pytest.raises(ValueError, match="gather_s must not be negative"):
+        WriterSettings(gather_s=-1)
 
 
 async def test_rotation_by_rows_happens_without_a_flush(
