@@ -6,7 +6,9 @@ K (100 and 64) for --seconds, writing to a temporary dataset.  Every --every sec
 it prints blocks confirmed so far, this process's CPU time per block (since the start,
 and over the last interval alone: the steady figure, without the start-up's metadata
 reads), and its RSS; at the end, one line with the steady figure over every interval but
-the first.
+the first, and, when a file was written before the last interval, one over the intervals
+after the first file was written (the first write imports pyarrow, once per process:
+not a cost per block; the writes after it are in).
 
     python bench/follow.py [--seconds 300] [--speed 300] [--every 30] [--max-file-minutes 1]
 """
@@ -66,6 +68,7 @@ async def run(args: argparse.Namespace) -> None:
             elapsed = 0.0
             marks: list[tuple[float, float]] = []  # (CPU s, blocks) at each line
             kernel: list[float] = []  # system CPU s at each line
+            first_file: int | None = None  # the mark at which a file had been written
             while elapsed < args.seconds:
                 await asyncio.sleep(args.every)
                 elapsed = time.monotonic() - start_wall
@@ -85,6 +88,12 @@ async def run(args: argparse.Namespace) -> None:
                 last_cpu, last_done = marks[-1] if marks else (0.0, 0.0)
                 marks.append((cpu, done))
                 kernel.append(os.times().system)
+                files = sum(
+                    registry.get_sample_value("blocktimes_files_written_total", {"chain": c}) or 0
+                    for c in ("consensus", "auto-evm")
+                )
+                if first_file is None and files:
+                    first_file = len(marks) - 1
                 recent = _ms_per_block(cpu - last_cpu, done - last_done)
                 print(f"{elapsed:6.0f}s {confirmed['consensus']:10d} {confirmed['auto-evm']:9d} "
                       f"{done / elapsed:9.1f} {per_block:13.2f} {recent:11.2f} "
@@ -98,6 +107,12 @@ async def run(args: argparse.Namespace) -> None:
                 system = _ms_per_block(kernel[-1] - kernel[0], done1 - done0)
                 print(f"steady CPU {steady:.3f} ms/block ({done1 - done0:.0f} blocks after "
                       f"the first {args.every:g} s; {system:.3f} of it in the kernel)")  # fmt: skip
+            if first_file is not None and first_file < len(marks) - 1:
+                (cpu0, done0), (cpu1, done1) = marks[first_file], marks[-1]
+                after = _ms_per_block(cpu1 - cpu0, done1 - done0)
+                since = args.every * (first_file + 1)
+                print(f"steady CPU after the first file {after:.3f} ms/block "
+                      f"({done1 - done0:.0f} blocks after {since:g} s)")  # fmt: skip
             for chain in ("consensus", "auto-evm"):
                 blocks = registry.get_sample_value(
                     "blocktimes_block_delta_seconds_count", {"chain": chain}

@@ -21,14 +21,16 @@ the same conditions, and the ratio reported is the median of the pairs).
 4. 50 ms latency, --peer-blocks blocks (2,000): each peer of bench/peers/run.py
    (unmodified, installed there at pinned versions, each checked to read the same
    block times as blocktimesd) against blocktimesd.  Target: at least 5x each.
-5. Follow CPU: bench/follow.py for --follow-seconds (the daemon following both chains
-   of a simulator at 300x): CPU per confirmed block after the first interval.
-   Target: 0.3 ms.
+5. Follow CPU: bench/follow.py for --follow-seconds (150: the daemon following both
+   chains of a simulator at 300x, its files rolled every minute): CPU per confirmed
+   block from the first 15 s line after the first file was written (that write imports
+   pyarrow, once per process) to the end, which takes in the next file's write; and
+   over every line but the first, the first file's write included.  Target: 0.3 ms.
 
 Prints each section as it is measured, then one table of every target.
 
     python bench/targets.py [--pairs 3] [--zero-blocks 20000] [--latency-blocks 10000]
-                            [--peer-blocks 2000] [--follow-seconds 60] [--skip peers,follow]
+                            [--peer-blocks 2000] [--follow-seconds 150] [--skip peers,follow]
 """
 
 from __future__ import annotations
@@ -284,11 +286,12 @@ async def peers(args: argparse.Namespace) -> list[Target]:
 # -- 5. follow CPU ---------------------------------------------------------------------------
 
 _STEADY = re.compile(r"steady CPU ([0-9.]+) ms/block")
+_AFTER_FIRST_FILE = re.compile(r"steady CPU after the first file ([0-9.]+) ms/block")
 
 
 async def follow(args: argparse.Namespace) -> list[Target]:
     print(f"\n5. follow CPU, {args.follow_seconds:g} s", flush=True)
-    every = max(5.0, args.follow_seconds / 4)
+    every = 15.0
     argv = [PYTHON, str(HERE / "follow.py"), "--seconds", str(args.follow_seconds),
             "--every", str(every)]  # fmt: skip
     out = (await asyncio.to_thread(spawn, argv)).out
@@ -297,7 +300,16 @@ async def follow(args: argparse.Namespace) -> list[Target]:
     if found is None:
         raise RuntimeError(f"bench/follow.py printed no steady figure: {out[-500:]}")
     ms = float(found.group(1))
-    return [Target("follow: CPU per confirmed block", "<= 0.3 ms", ms, [ms], ms <= 0.3, " ms")]
+    after = _AFTER_FIRST_FILE.search(out)
+    if after is None:
+        raise RuntimeError(f"bench/follow.py wrote no file before its last interval: {out[-500:]}")
+    steady = float(after.group(1))
+    return [
+        Target("follow: CPU per confirmed block, after the first file", "<= 0.3 ms", steady,
+               [steady], steady <= 0.3, " ms"),
+        Target("follow: the same, with the first file's (pyarrow's import)", "<= 0.3 ms", ms,
+               [ms], ms <= 0.3, " ms"),
+    ]  # fmt: skip
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -329,7 +341,7 @@ if __name__ == "__main__":
     parser.add_argument("--peer-blocks", type=int, default=2000)
     parser.add_argument("--peers", default="", help="comma-separated; default: all")
     parser.add_argument("--startup-runs", type=int, default=9)
-    parser.add_argument("--follow-seconds", type=float, default=60)
+    parser.add_argument("--follow-seconds", type=float, default=150)
     parser.add_argument("--skip", default="", type=lambda s: [x for x in s.split(",") if x],
                         help=f"comma-separated, of {', '.join(SECTIONS)}")  # fmt: skip
     parser.add_argument("--json", help="also write the targets to this file")

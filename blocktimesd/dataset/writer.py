@@ -1,8 +1,10 @@
 """The single Parquet writer: the one asyncio task that writes under ``DATA_DIR``.
 
 Producers ``await writer.put(item)`` into a bounded queue; one task takes items in
-order.  Rows (:class:`Row`, alone or in lists) and :class:`ReorgRecord`\\ s are buffered
-per partition and written a whole file at a time when the :class:`Rotator` rolls them;
+order (with ``gather_s`` set, the daemon's 0.1 s, a row that wakes the task is followed
+by the rows that come within ``gather_s``, taken together).  Rows (:class:`Row`,
+alone or in lists) and :class:`ReorgRecord`\\ s are buffered per partition and written
+a whole file at a time when the :class:`Rotator` rolls them;
 :class:`Reconciliation` records are appended to ``reconciliation/<chain>.jsonl``;
 :class:`DeleteFrom` removes a chain's rows from a block number on (a
 :class:`~blocktimesd.dataset.repair.Repair`); :class:`Flush` completes once everything
