@@ -302,7 +302,10 @@ async def follow(args: argparse.Namespace) -> list[Target]:
     ms = float(found.group(1))
     after = _AFTER_FIRST_FILE.search(out)
     if after is None:
-        raise RuntimeError(f"bench/follow.py wrote no file before its last interval: {out[-500:]}")
+        raise RuntimeError(
+            "bench/follow.py wrote no file before its last interval (files roll every "
+            f"minute: give --follow-seconds 90 or more): {out[-500:]}"
+        )
     steady = float(after.group(1))
     return [
         Target("follow: CPU per confirmed block, after the first file", "<= 0.3 ms", steady,

@@ -298,34 +298,35 @@ class ParquetWriter:
 
     async def _take(self) -> None:
         """Take the next item, if one comes before an open file's deadline or the poll
-        interval.  A lone row is followed by the rows that come within ``gather_s``
-        (taken together, up to the first other item), so that rows arriving one at a
-        time cost one wake of the task per ``gather_s`` rather than one each."""
+        interval; after a lone row, the rows that come within ``gather_s`` too."""
         item = await self._next_item()
         if item is None:
             return
         self._handle(item, self._clock())
-        gather = self.settings.gather_s
-        if type(item) is not Row or not gather:
-            return
+        if type(item) is Row and self.settings.gather_s:
+            await self._gather()
+        self._observer.queue_length(self._queue.qsize())
+
+    async def _gather(self) -> None:
+        """Wait ``gather_s``, unless more is queued already, and take the rows queued by
+        then together, up to the first other item: rows that arrive one at a time cost
+        one wake of the task per ``gather_s`` rather than one each."""
         queue = self._queue
         if queue.empty() and not self._stopping:
-            await asyncio.sleep(gather)
+            await asyncio.sleep(self.settings.gather_s)
         rows: list[Row] = []
         other: Item | Stop | None = None
         while not queue.empty():
             taken = queue.get_nowait()
-            if type(taken) is Row:
-                rows.append(taken)
-            else:
+            if type(taken) is not Row:
                 other = taken
                 break
+            rows.append(taken)
         now = self._clock()
         if rows:
             self._add_rows(rows, now)
         if other is not None and not isinstance(other, Stop):
             self._handle(other, now)
-        self._observer.queue_length(queue.qsize())
 
     async def _next_item(self) -> Item | None:
         if self._queue.empty():
@@ -340,7 +341,6 @@ class ParquetWriter:
                 return None
         else:
             item = self._queue.get_nowait()
-        self._observer.queue_length(self._queue.qsize())
         return None if isinstance(item, Stop) else item
 
     def _handle(self, item: Item, now: float) -> None:
