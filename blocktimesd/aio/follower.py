@@ -362,7 +362,15 @@ class Follower:
             self._show_waiting(0)
         facts = await self._facts_of(header)
         self.metrics.observe_head(self.chain, header.number, facts.timestamp_ms)
-        await self._advance(self.tree.set_best(BlockRef.of(header)))
+        ref = BlockRef.of(header)
+        tip = self.tree.retracted_tip(ref)
+        if tip is not None and await self.reader.header(tip.hash) is not None:
+            # The node knows the confirmed tip, yet its best is a confirmed block below
+            # it: it moved to a shorter chain, and the rows above its best are orphaned.
+            # (A node that does not know the tip lags behind it: nothing to undo.)
+            await self._advance(self.tree.retract_to(ref))
+            return
+        await self._advance(self.tree.set_best(ref))
 
     async def _advance(self, decisions: list[Decision]) -> None:
         """Apply the tree's decisions; answer its ``Need*`` until it asks for nothing."""

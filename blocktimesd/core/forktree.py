@@ -349,6 +349,35 @@ class ForkTree:
             self._fill_seq = None
         return self.resume()
 
+    def retracted_tip(self, ref: BlockRef) -> BlockRef | None:
+        """The confirmed tip, if the node's best ``ref`` is a confirmed block below it:
+        then either the node retracted the confirmed blocks above ``ref`` (its best
+        chain moved to a shorter branch) or it lags behind them.  The caller tells which
+        (a node that retracted them still knows the tip) and calls :meth:`retract_to`."""
+        self._check_usable()
+        anchor = self._ring_index.get(ref.hash)
+        if anchor is None or anchor.hash == self._ring[-1].hash:
+            return None
+        return self._ring[-1]
+
+    def retract_to(self, ref: BlockRef) -> list[Decision]:
+        """The node's best chain now ends at ``ref``, a confirmed block below the
+        confirmed tip: the confirmed blocks above it were orphaned (a
+        ``Reorg`` beyond confirmation); the next heads are confirmed from ``ref`` on."""
+        if self.retracted_tip(ref) is None:
+            return []
+        anchor = self._ring_index[ref.hash]
+        old = self._best
+        assert old is not None
+        while self._ring[-1].hash != anchor.hash:
+            self._insert_back(self._ring.pop())  # side blocks now: the chain may come back
+        self._best_chain = deque()
+        self._best_set = set()
+        self._best = anchor
+        self._pending = self._stone = self._fill_seq = None
+        self._clean = False
+        return [Reorg(old.number - anchor.number, old, anchor, anchor, True)]
+
     def resume(self) -> list[Decision]:
         """Carry on after the caller answered a ``Need*`` (``[]`` if nothing waits)."""
         self._check_usable()

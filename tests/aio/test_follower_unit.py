@@ -387,6 +387,48 @@ async def test_a_reorg_beyond_confirmation_deletes_retracts_and_rereads_the_pare
     assert metrics.count("invariant") == 0
 
 
+@pytest.mark.parametrize("knows_the_tip", [True, False])
+async def test_a_best_below_the_confirmed_tip_deletes_only_if_the_node_retracted_it(
+    knows_the_tip: bool,
+) -> None:
+    """The node's best moves down to A3, a confirmed block, while A4 and A5 are rows.  A
+    node that still knows A5 moved to a shorter chain: A4 and A5 are orphaned, and the
+    next heads are confirmed from A3 on.  A node that does not know A5 lags behind it
+    (a fail-over to a node still syncing): nothing is deleted."""
+    chain, (a1, a2, a3, a4, a5, a6, a7), (b4, b5, b6, _b7, b8) = reorg_setup()
+    kind = ChainKind.CONSENSUS
+    reader = FakeReader(chain, kind, "consensus")
+    durable = durable_rows("consensus", kind, chain, [a1, a2, a3])
+    sink, metrics = Sink(durable=list(durable)), Metrics()
+    follower = follower_for(reader, sink, metrics, resume=durable[-1])
+    task = await start(follower, reader)
+    await announce(reader, a6)
+    await announce(reader, a7)
+    rows_before = [*durable, *durable_rows("consensus", kind, chain, [a4, a5])]
+    assert sink.durable == rows_before
+    if not knows_the_tip:
+        for gone in (a4, a5, a6, a7):
+            del chain.blocks[gone.hash]
+    await announce(reader, a3)
+    if not knows_the_tip:
+        await stop(task, metrics)
+        assert sink.durable == rows_before
+        assert metrics.count("reorg") == 0
+        return
+    reorg, deleted = sink.log[2:4]
+    assert (reorg.depth, reorg.new_tip_hash, reorg.common_ancestor_hash) == (
+        4, to_hex(a3.hash), to_hex(a3.hash)
+    )  # fmt: skip
+    assert reorg.beyond_confirmation
+    assert deleted == Deleted("consensus", 4)
+    assert sink.durable == durable
+    await announce(reader, b8)
+    await stop(task, metrics)
+    assert sink.durable == [*durable, *durable_rows("consensus", kind, chain, [b4, b5, b6])]
+    assert sink.durable[3].delta_since_parent_ms == 1111
+    assert metrics.calls == [("reorg", 4, True)]
+
+
 async def test_a_reorg_while_stopped_deletes_the_orphaned_rows_on_start() -> None:
     chain, (a1, a2, a3, a4, a5, *_), (b4, b5, b6, b7, b8) = reorg_setup()
     kind = ChainKind.CONSENSUS

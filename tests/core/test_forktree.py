@@ -298,6 +298,31 @@ def test_deep_reorg_beyond_k_is_reported_and_confirmation_moves_to_the_new_chain
     assert tree.confirmed == fork[4]
 
 
+def test_a_best_that_retracts_to_a_confirmed_block_orphans_the_rows_above_it() -> None:
+    """The node's best moves down to a confirmed block (its chain got shorter): the
+    caller, having checked that the node still knows the confirmed tip, retracts to it.
+    The blocks above are reported orphaned, the next heads confirm from there, and the
+    old chain, should it come back, is confirmed again."""
+    main = branch(GENESIS, 10, "a")
+    node = Node([GENESIS, *main])
+    tree = ForkTree(2, GENESIS)
+    assert confirmed(feed(tree, node, main)) == list(range(1, 9))
+    for not_below in [main[7], main[9], branch(GENESIS, 3, "x")[-1]]:
+        assert tree.retracted_tip(not_below) is None  # the tip, unconfirmed, unknown
+        assert tree.retract_to(not_below) == []
+    assert tree.retracted_tip(main[4]) == main[7]
+    assert tree.retract_to(main[4]) == [Reorg(5, main[9], main[4], main[4], True)]
+    assert tree.confirmed == main[4]
+    assert tree.best == main[4]
+    fork = branch(main[4], 4, "b")
+    node = Node([GENESIS, *main, *fork])
+    assert confirmed(feed(tree, node, fork)) == [6, 7]
+    assert tree.confirmed == fork[1]
+    back = node.head(tree, main[9])  # the first chain is the best again
+    assert reorgs(back) == [Reorg(4, fork[3], main[9], main[4], True)]
+    assert confirmed(back) == [6, 7, 8]
+
+
 def test_fork_below_history_is_reported_and_spends_the_tree() -> None:
     main = branch(GENESIS, 12, "a")
     fork = branch(main[1], 12, "b")  # forks at #2, below the 3 remembered blocks
