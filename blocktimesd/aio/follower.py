@@ -363,14 +363,11 @@ class Follower:
         facts = await self._facts_of(header)
         self.metrics.observe_head(self.chain, header.number, facts.timestamp_ms)
         ref = BlockRef.of(header)
+        # A best below the confirmed tip: a node that knows the tip moved to a shorter
+        # chain (the rows above are orphaned); one that does not lags behind it.
         tip = self.tree.retracted_tip(ref)
-        if tip is not None and await self.reader.header(tip.hash) is not None:
-            # The node knows the confirmed tip, yet its best is a confirmed block below
-            # it: it moved to a shorter chain, and the rows above its best are orphaned.
-            # (A node that does not know the tip lags behind it: nothing to undo.)
-            await self._advance(self.tree.retract_to(ref))
-            return
-        await self._advance(self.tree.set_best(ref))
+        retracted = tip is not None and await self.reader.header(tip.hash) is not None
+        await self._advance(self.tree.retract_to(ref) if retracted else self.tree.set_best(ref))
 
     async def _advance(self, decisions: list[Decision]) -> None:
         """Apply the tree's decisions; answer its ``Need*`` until it asks for nothing."""
