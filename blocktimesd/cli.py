@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NamedTuple
 
@@ -156,8 +157,38 @@ def _keep_numpy_out() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    whole_process = argv is None
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Run the command of ``argv`` (default: the process's own arguments); its exit code.
+
+    Run as the process's own command (no ``argv``), a command that returns its code
+    ends the process at once (see :func:`_exit_at_once`)."""
+    if argv is not None:
+        return _main(argv, whole_process=False)
+    return _exit_at_once(_main(sys.argv[1:], whole_process=True))
+
+
+def _exit_at_once(code: int) -> int:
+    """End the process with ``code`` now, skipping the interpreter's teardown.
+
+    By the time a command returns its code it has closed its files (every Parquet file
+    fsynced and renamed into place), its connections and its thread pool; what is left
+    is freeing every module and object one by one, about 40 ms after a backfill (a
+    twelfth of a 20,000-block backfill's whole run).  The logs and standard streams are
+    flushed first.  With any other thread still alive, or a stream that cannot be
+    flushed (a closed pipe), the code is returned for the usual exit instead.
+    """
+    if threading.active_count() > 1:
+        return code
+    try:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        return code
+    os._exit(code)
+
+
+def _main(argv: Sequence[str], *, whole_process: bool) -> int:
+    argv = list(argv)
     _arrow_memory()
     try:
         with loading_modules():  # the command's module and what it imports

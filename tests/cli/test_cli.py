@@ -85,6 +85,39 @@ def spawn(*args: str) -> subprocess.Popen[str]:
     )
 
 
+# The process's own command, run as the console script runs it, with an exit hook that
+# shows whether the interpreter's teardown ran; "thread" keeps a thread alive at the end.
+EXIT_PROBE = """
+import atexit, sys, threading
+from blocktimesd import cli
+atexit.register(print, "teardown ran")
+if sys.argv[1] == "thread":
+    threading.Thread(target=threading.Event().wait, args=(3,)).start()
+sys.argv = ["blocktimesd", *sys.argv[2:]]
+sys.exit(cli.main())
+"""
+
+
+@pytest.mark.parametrize(
+    ("thread", "args", "code", "printed"),
+    [
+        ("none", ["--version"], 0, f"blocktimesd {__version__}"),
+        ("none", ["backfill", "--start", "1"], 2, "give its end with either --end M or --count C"),
+        ("thread", ["--version"], 0, f"blocktimesd {__version__}"),
+    ],
+)
+def test_the_process_ends_with_its_code_and_output_skipping_teardown_when_alone(
+    thread: str, args: list[str], code: int, printed: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_PROBE, thread, *args], capture_output=True, text=True
+    )
+    assert done.returncode == code, done.stderr
+    assert printed in done.stdout + done.stderr  # written to a pipe, so flushed on the way out
+    # Alone, the process ends at once; another thread alive means the usual exit.
+    assert ("teardown ran" in done.stdout) == (thread == "thread")
+
+
 async def test_devnet_prints_urls_serves_and_stops_on_sigterm() -> None:
     args = ["--consensus-port", "0", "--domain-port", "0", "--speed", "20", "--history", "30"]
     with spawn("devnet", *args, "--log-level", "WARNING") as proc:
