@@ -34,14 +34,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from blocktimesd.aio.chain import BlockFacts, ChainReader, served_header, verify_hash
+from blocktimesd.aio.chain import BlockFacts, ChainReader
 from blocktimesd.aio.consensus_index import ConsensusIndex
 from blocktimesd.aio.consensus_source import ConsensusSource
 from blocktimesd.aio.follower_ports import FollowerMetrics, RowSink
+from blocktimesd.aio.seen_blocks import SeenBlocks
 from blocktimesd.aio.subscription import QUIET
 from blocktimesd.core.chains import ChainKind
 from blocktimesd.core.forktree import (
@@ -62,18 +63,14 @@ from blocktimesd.errors import (
     BlocktimesError,
     ChainStopped,
     MalformedAnswer,
-    NodeFault,
     Outcome,
     RetryPolicy,
     SubscriptionGap,
-    raise_node_errors,
 )
 
 __all__ = ["Follower"]
 
 log = logging.getLogger(__name__)
-
-_FACTS_KEPT = 4096  # facts of recent heads, reused when they are confirmed
 
 Tail = Callable[[int], Awaitable[list[Row]]]
 
@@ -133,8 +130,7 @@ class Follower:
         self._saw = (
             consensus.saw if consensus is not None and reader.kind is ChainKind.CONSENSUS else None
         )
-        self._facts: OrderedDict[bytes, BlockFacts] = OrderedDict()
-        self._headers: OrderedDict[bytes, Header] = OrderedDict()
+        self._seen = SeenBlocks(reader, chain)
         self._todo: deque[Decision] = deque()  # decided by the tree, not yet applied
         self._shown_waiting: int | None = None  # the rows waiting, as last shown
         self._written: _Written | None = None
@@ -384,7 +380,7 @@ class Follower:
             if isinstance(need, NeedRange):
                 await self._fill_range(need.first, need.last)
             else:
-                self._remember(await self._known_header(need.hash, need.number))
+                self._remember(await self._seen.known_header(need.hash, need.number))
             self.progress += 1
             decisions = self.tree.resume()
 
@@ -422,19 +418,8 @@ class Follower:
 
     async def _fill_range(self, first: int, last: int) -> None:
         log.info("%s: filling blocks %d..%d", self.chain, first, last)
-        hashes = await self.reader.call("chain_getBlockHash", list(range(first, last + 1)))
-        if not isinstance(hashes, list) or len(hashes) != last - first + 1:
-            raise MalformedAnswer(
-                f"{self.chain}: chain_getBlockHash for #{first}..#{last} did not answer "
-                f"{last - first + 1} hashes"
-            )
-        wanted = [hex_to_bytes(h, "block hash") for h in hashes if h is not None]
-        results = await self.reader.call_many([("chain_getHeader", [to_hex(h)]) for h in wanted])
-        for block_hash, result in zip(wanted, raise_node_errors(results), strict=True):
-            if result is not None:
-                header = Header.from_json(result)
-                verify_hash(header, block_hash, self.chain)
-                self._remember(header)
+        for header in await self._seen.headers_between(first, last):
+            self._remember(header)
 
     async def _on_reorg(self, reorg: Reorg) -> None:
         log.info(
@@ -462,42 +447,15 @@ class Follower:
     # -- blocks --------------------------------------------------------------------------------
 
     def _remember(self, header: Header) -> None:
-        block_hash = header.hash()
-        self._headers[block_hash] = header
-        if len(self._headers) > _FACTS_KEPT:
-            self._headers.popitem(last=False)
+        block_hash = self._seen.remember(header)
         if self._saw is not None:
             self._saw(block_hash, header.number)
         self.tree.add(BlockRef(header.number, block_hash, BlockHash(header.parent_hash)))
 
     async def _facts_of(self, header: Header) -> BlockFacts:
-        block_hash = header.hash()
-        facts = self._facts.get(block_hash)
-        if facts is None:
-            facts = await self.reader.facts(header)
-            # Only whole answers are kept: a block without its timestamp (bar genesis) is
-            # a wrong answer, asked again next time rather than remembered.
-            if facts.timestamp_ms is not None or header.number == 0:
-                self._facts[block_hash] = facts
-                if len(self._facts) > _FACTS_KEPT:
-                    self._facts.popitem(last=False)
+        facts = await self._seen.facts_of(header)
         self._remember(header)
         return facts
-
-    async def _known_header(self, block_hash: bytes, number: int) -> Header:
-        """A header the node must have (an ancestor or a confirmed block of its own best
-        chain); asked again a few times, since a node may announce a block before it
-        serves it."""
-        header = self._headers.get(block_hash)
-        if header is not None:
-            return header
-        header = await served_header(self.reader, block_hash)
-        if header is not None:
-            return header
-        raise NodeFault(
-            f"{self.chain}: the node does not serve block {to_hex(block_hash)} (#{number}), "
-            "which its own best chain contains"
-        )
 
     async def _parent_timestamp(self, ref: BlockRef) -> int | None:
         """The timestamp of ``ref``'s parent, read for the parent's hash."""
@@ -507,9 +465,9 @@ class Follower:
                 return written.timestamp_ms
         elif ref.number == 0:
             return None
-        facts = self._facts.get(ref.parent_hash)
+        facts = self._seen.facts(ref.parent_hash)
         if facts is None:
-            parent = await self._known_header(ref.parent_hash, ref.number - 1)
+            parent = await self._seen.known_header(ref.parent_hash, ref.number - 1)
             facts = await self._facts_of(parent)
         return facts.timestamp_ms
 
@@ -539,9 +497,9 @@ class Follower:
         if not self._follows_written(ref):
             return
         # Measured when it was a head, usually: the tree has it already.
-        facts = self._facts.get(ref.hash)
+        facts = self._seen.facts(ref.hash)
         if facts is None:
-            facts = await self._facts_of(await self._known_header(ref.hash, ref.number))
+            facts = await self._facts_of(await self._seen.known_header(ref.hash, ref.number))
         if facts.timestamp_ms is None:
             if ref.number != 0:
                 raise MalformedAnswer(
