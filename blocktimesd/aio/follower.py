@@ -172,7 +172,8 @@ class Follower:
                 "this follower cannot read the dataset back to repair it; run "
                 "'blocktimesd validate' and re-backfill the range"
             )
-        rows = [] if self._tail is None else await self._tail(2 * self.k + 64)
+        asked = 2 * self.k + 64
+        rows = [] if self._tail is None else await self._tail(asked)
         if not rows:
             log.warning(
                 "%s: the best chain forked below the first block followed, before any row "
@@ -191,6 +192,18 @@ class Follower:
             if row.hash != block_hash:
                 break
             kept.append(row)
+        if not kept and self.resume_row is None and len(rows) < asked:
+            # Every row of the chain is this run's (it started on none), read from this
+            # node, which no longer has any: a reorg deeper than K below the first block.
+            first = rows[0].block_number
+            log.error(
+                "%s: REORG BEYOND CONFIRMATION %s: every row written (#%d..#%d) is orphaned; "
+                "deleting them and starting afresh from the best block",
+                self.chain, when, first, rows[-1].block_number,
+            )  # fmt: skip
+            await self._orphaned(rows[-1].block_number - first + 1, first)
+            self._reset(ForkTree(self.k), None)
+            return
         if not kept:
             raise BlocktimesError(
                 f"{self.chain}: none of the last {len(rows)} durable rows is on the node's "
@@ -204,13 +217,17 @@ class Follower:
                 "them and resuming from there",
                 self.chain, when, keep.block_number,
             )  # fmt: skip
-            self.metrics.observe_reorg(self.chain, rows[-1].block_number - keep.block_number, True)
-            await self.sink.delete_from(self.chain, keep.block_number + 1)
-            if self.consensus is not None and self.reader.kind is ChainKind.CONSENSUS:
-                await self.consensus.retract_above(keep.block_number)
+            await self._orphaned(rows[-1].block_number - keep.block_number, keep.block_number + 1)
         refs = [_ref_of_row(r) for r in kept]
         self.resume_row = keep
         self._reset(ForkTree(self.k, refs), keep)
+
+    async def _orphaned(self, depth: int, first: int) -> None:
+        """The rows from block ``first`` up are orphaned, found on repairing."""
+        self.metrics.observe_reorg(self.chain, depth, True)
+        await self.sink.delete_from(self.chain, first)
+        if self.consensus is not None and self.reader.kind is ChainKind.CONSENSUS:
+            await self.consensus.retract_above(first - 1)
 
     async def _publish_durable(self) -> None:
         above, last = self._publish_durable_above, self.resume_row

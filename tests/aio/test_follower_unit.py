@@ -452,6 +452,30 @@ async def test_a_reorg_while_stopped_deletes_the_orphaned_rows_on_start() -> Non
     assert sink.durable[3].delta_since_parent_ms == 1111
 
 
+async def test_all_rows_orphaned_below_the_first_head_are_deleted_then_it_starts_afresh() -> None:
+    """A fresh start (no rows) follows from A5 and writes A5's row; then the node moves to
+    a branch off A3, below the first block followed, where the tree cannot find the fork.
+    Every row is this run's own, read from this node, and orphaned: they are deleted and
+    the follower starts afresh from the new best, where it stopped the chain before."""
+    chain, (_a1, _a2, _a3, a4, a5, a6, a7), (*_, b8) = reorg_setup()
+    kind = ChainKind.CONSENSUS
+    reader = FakeReader(chain, kind, "consensus")
+    sink, metrics = Sink(), Metrics()
+    follower = follower_for(reader, sink, metrics)
+    task = await start(follower, reader)
+    for block in (a5, a6, a7):
+        await announce(reader, block)
+    assert sink.durable == [expected_row("consensus", kind, a5, a4)]
+    b9, b10, b11, b12 = chain.extend(b8, [T0 + 100_000 + 6000 * n for n in range(4)])
+    for block in (b8, b9, b10, b11, b12):
+        await announce(reader, block)
+    await stop(task, metrics)
+    assert Deleted("consensus", 5) in sink.log
+    assert ("reorg", 1, True) in metrics.calls
+    # What is written after the fresh start is the new best chain's, without a gap.
+    assert sink.durable == [expected_row("consensus", kind, b, chain.parent(b)) for b in (b9, b10)]
+
+
 # -- a domain row whose consensus block cannot be named ---------------------------------------
 
 
