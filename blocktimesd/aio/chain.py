@@ -225,14 +225,32 @@ class ChainReader:
 
     async def facts(self, header: Header) -> BlockFacts:
         """Measure one block whose header is known."""
-        runtime = await self.runtime_of(header)
-        block_hash = header.hash()
-        at = to_hex(block_hash)
-        keys = self._keys.get(runtime.spec_version) or self._storage_keys(runtime)
-        if len(keys) == 1:
-            values: list[Any] = [await self.call("state_getStorage", keys[0], at)]
-        else:
-            answer = await self.call("state_queryStorageAt", keys, at)
+        return (await self.facts_many([header]))[0]
+
+    async def facts_many(self, headers: Sequence[Header]) -> list[BlockFacts]:
+        """Measure blocks whose headers are known, their storage read together (one
+        message per block, sent at once, or batches where the client uses them); the
+        first error among the answers raises."""
+        runtimes = [await self.runtime_of(header) for header in headers]
+        calls: list[tuple[str, list[Any]]] = []
+        for header, runtime in zip(headers, runtimes, strict=True):
+            keys = self._keys.get(runtime.spec_version) or self._storage_keys(runtime)
+            at = to_hex(header.hash())
+            if len(keys) == 1:
+                calls.append(("state_getStorage", [keys[0], at]))
+            else:
+                calls.append(("state_queryStorageAt", [keys, at]))
+        answers = raise_node_errors(await self.call_many(calls))
+        return [
+            self._measured(header, runtime, answer)
+            for header, runtime, answer in zip(headers, runtimes, answers, strict=True)
+        ]
+
+    def _measured(self, header: Header, runtime: Runtime, answer: Any) -> BlockFacts:
+        """One block's facts, from its header and its storage read's answer."""
+        keys = self._keys[runtime.spec_version]
+        values: list[Any] = [answer]
+        if len(keys) > 1:
             try:
                 values = queried(answer, keys)
             except MalformedAnswer as exc:
@@ -251,7 +269,7 @@ class ChainReader:
             consensus_hash = decode.domain_consensus_hash(header)
         return BlockFacts(
             header.number,
-            block_hash,
+            header.hash(),
             header.parent_hash,
             timestamp,
             runtime.spec_version,

@@ -130,7 +130,7 @@ class Follower:
         self._saw = (
             consensus.saw if consensus is not None and reader.kind is ChainKind.CONSENSUS else None
         )
-        self._seen = SeenBlocks(reader, chain)
+        self._seen = SeenBlocks(reader, chain, metrics)
         self._todo: deque[Decision] = deque()  # decided by the tree, not yet applied
         self._shown_waiting: int | None = None  # the rows waiting, as last shown
         self._written: _Written | None = None
@@ -329,9 +329,17 @@ class Follower:
             "chain_subscribeNewHeads", "chain_unsubscribeNewHeads"
         )
         last: bytes | None = None
+        quiet_since = time.monotonic()
         while True:
-            head = await heads.next_within(self.head_poll_s)
+            left = quiet_since + self.head_poll_s - time.monotonic()
+            head = await heads.next_within(self._seen.reads.wait(left))
             if head is QUIET:
+                if self._seen.reads.pending:
+                    await self._seen.read_heads()
+                    continue
+                if time.monotonic() - quiet_since < self.head_poll_s:
+                    continue
+                quiet_since = time.monotonic()
                 try:
                     # A probe: it gets as long as the silence that prompted it, and a
                     # node too slow to answer it may still be notifying.
@@ -352,6 +360,7 @@ class Follower:
                 )
             header = Header.from_json(head)
             last = header.hash()
+            quiet_since = time.monotonic()
             self._set_following(True)
             await self._on_head(header)
             self.progress += 1
@@ -373,8 +382,10 @@ class Follower:
             await self._drain()  # what an error left undone goes first
         else:
             self._show_waiting(0)
-        facts = await self._facts_of(header)
-        self.metrics.observe_head(self.chain, header.number, facts.timestamp_ms)
+        self._remember(header)
+        self._seen.reads.add(header)
+        if self._seen.reads.due():
+            await self._seen.read_heads()
         ref = BlockRef.of(header)
         # A best below the confirmed tip: a node that knows the tip moved to a shorter
         # chain (the rows above are orphaned); one that does not lags behind it.
@@ -513,8 +524,11 @@ class Follower:
             return  # already handed to the writer: a decision applied again
         if not self._follows_written(ref):
             return
-        # Measured when it was a head, usually: the tree has it already.
+        # Measured when it was a head, usually.
         facts = self._seen.facts(ref.hash)
+        if facts is None and self._seen.reads.pending:
+            await self._seen.read_heads()
+            facts = self._seen.facts(ref.hash)
         if facts is None:
             facts = await self._facts_of(await self._seen.known_header(ref.hash, ref.number))
         if facts.timestamp_ms is None:

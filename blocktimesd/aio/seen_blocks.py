@@ -1,8 +1,9 @@
 """The headers and facts a follower has read, kept until their blocks are confirmed.
 
-A block's facts are read when it comes as a new head, and used again when the block is
+A block's facts are read when it comes as a new head, with the heads near it (see
+:class:`blocktimesd.core.head_reads.HeadReads`), and used again when the block is
 confirmed K blocks later; a confirmed block whose facts are not known (an ancestor
-fetched to fill a gap) reads them then.
+fetched to fill a gap, a head whose read failed) reads them then.
 """
 
 from __future__ import annotations
@@ -10,20 +11,28 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from blocktimesd.aio.chain import BlockFacts, ChainReader, served_header, verify_hash
+from blocktimesd.aio.follower_ports import FollowerMetrics
+from blocktimesd.core.head_reads import HeadReads
 from blocktimesd.core.header import BlockHash, Header, hex_to_bytes, to_hex
 from blocktimesd.errors import MalformedAnswer, NodeFault, raise_node_errors
 
-__all__ = ["SeenBlocks"]
+__all__ = ["HEAD_READ_EVERY_S", "HEAD_READ_MOST", "SeenBlocks"]
 
 KEPT = 4096  # headers and facts of recent blocks
+# Heads that come sooner than this after the last read of heads are read with the next
+# ones, at most this many at once (see HeadReads).
+HEAD_READ_EVERY_S = 0.5
+HEAD_READ_MOST = 64
 
 
 class SeenBlocks:
     """Recent headers and facts of one chain, by block hash."""
 
-    def __init__(self, reader: ChainReader, chain: str) -> None:
+    def __init__(self, reader: ChainReader, chain: str, metrics: FollowerMetrics) -> None:
         self.reader = reader
         self.chain = chain
+        self.metrics = metrics
+        self.reads = HeadReads(HEAD_READ_EVERY_S, HEAD_READ_MOST)
         self._headers: OrderedDict[bytes, Header] = OrderedDict()
         self._facts: OrderedDict[bytes, BlockFacts] = OrderedDict()
 
@@ -38,6 +47,16 @@ class SeenBlocks:
     def facts(self, block_hash: bytes) -> BlockFacts | None:
         """The facts of ``block_hash``, if read."""
         return self._facts.get(block_hash)
+
+    async def read_heads(self) -> None:
+        """Read the heads not read yet, together; the metrics show the newest (when it
+        is read: at most ``HEAD_READ_EVERY_S`` after it came)."""
+        heads = self.reads.take()
+        if heads:
+            read = await self.reader.facts_many(heads)
+            for facts in read:
+                self._keep(facts)
+            self.metrics.observe_head(self.chain, heads[-1].number, read[-1].timestamp_ms)
 
     async def facts_of(self, header: Header) -> BlockFacts:
         """The facts of ``header``'s block, read now if not known."""

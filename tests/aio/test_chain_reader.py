@@ -80,6 +80,30 @@ async def test_consensus_facts_match_the_chain(devnet: Devnet) -> None:
     assert observer.calls["state_getMetadata"] == 2
 
 
+@pytest.mark.parametrize(("kind", "name"), [(ChainKind.CONSENSUS, "consensus"),
+                                            (ChainKind.AUTO_EVM, "auto-evm")])  # fmt: skip
+async def test_facts_read_together_equal_facts_read_one_by_one(
+    devnet: Devnet, kind: ChainKind, name: str
+) -> None:
+    """Every canonical block and fork block, read in groups of 16 across the upgrade,
+    reads as it does on its own: the answers go back to their own blocks."""
+    assert devnet.urls is not None
+    chain = devnet.network.consensus if kind is ChainKind.CONSENSUS else devnet.network.domain
+    url = devnet.urls.consensus if kind is ChainKind.CONSENSUS else devnet.urls.domain
+    blocks = [b for b in chain.by_hash.values() if b.header.number > 0]
+    assert len(blocks) > len(chain.canonical), "no fork blocks to read"
+    blocks.sort(key=lambda b: (b.header.number, b.hash))
+    async with client_for(url) as client:
+        reader = ChainReader(client, kind, name)
+        alone = [await reader.facts(b.header) for b in blocks]
+        together = []
+        for at in range(0, len(blocks), 16):
+            together += await reader.facts_many([b.header for b in blocks[at : at + 16]])
+    assert together == alone
+    assert [f.hash for f in together] == [b.hash for b in blocks]
+    assert {f.timestamp_ms for f in together} == {b.timestamp_ms for b in blocks}
+
+
 async def test_domain_facts_name_their_consensus_block(devnet: Devnet) -> None:
     assert devnet.urls is not None
     async with client_for(devnet.urls.domain) as client:

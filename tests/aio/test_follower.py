@@ -209,6 +209,9 @@ class FakeReader:
         verify_hash(header, block_hash, self.chain)
         return header
 
+    async def facts_many(self, headers: list[Header]) -> list[BlockFacts]:
+        return [await self.facts(header) for header in headers]
+
     async def facts(self, header: Header) -> BlockFacts:
         self.faults.maybe()
         block = self.fake_chain.blocks[header.hash()]

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from blocktimesd.aio import chain as chain_module
-from blocktimesd.aio import consensus_source
+from blocktimesd.aio import consensus_source, seen_blocks
 from blocktimesd.aio.chain import BlockFacts
 from blocktimesd.aio.consensus_index import ConsensusIndex
 from blocktimesd.aio.follower import Follower
@@ -173,6 +173,7 @@ class FakeReader:
         self.chain = name
         self.client = FakeClient()
         self.facts_asked: list[bytes] = []
+        self.reads: list[list[int]] = []  # the numbers of each facts_many, in order
 
     async def check_runtime(self) -> None:
         return None
@@ -199,6 +200,10 @@ class FakeReader:
     async def header(self, block_hash: bytes) -> Header | None:
         block = self.fake_chain.blocks.get(block_hash)
         return None if block is None else block.header
+
+    async def facts_many(self, headers: list[Header]) -> list[BlockFacts]:
+        self.reads.append([header.number for header in headers])
+        return [await self.facts(header) for header in headers]
 
     async def facts(self, header: Header) -> BlockFacts:
         self.facts_asked.append(header.hash())
@@ -251,12 +256,13 @@ class Sink:
 class Metrics:
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
+        self.heads: list[tuple[int, int | None]] = []
 
     def count(self, name: str) -> int:
         return sum(1 for call in self.calls if call[0] == name)
 
     def observe_head(self, chain: str, number: int, timestamp_ms: int | None) -> None:
-        pass
+        self.heads.append((number, timestamp_ms))
 
     def observe_confirmed(self, chain: str, number: int, delta_ms: int | None) -> None:
         pass
@@ -474,6 +480,58 @@ async def test_all_rows_orphaned_below_the_first_head_are_deleted_then_it_starts
     assert ("reorg", 1, True) in metrics.calls
     # What is written after the fresh start is the new best chain's, without a gap.
     assert sink.durable == [expected_row("consensus", kind, b, chain.parent(b)) for b in (b9, b10)]
+
+
+# -- heads read together ---------------------------------------------------------------------
+
+
+async def test_heads_that_come_fast_are_read_together_and_rows_are_unchanged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first head is read at once; the heads within HEAD_READ_EVERY_S of that read
+    wait, and are read together when a row needs one of them (here, before the window
+    ends).  The rows are what block-by-block reads give."""
+    monkeypatch.setattr(seen_blocks, "HEAD_READ_EVERY_S", 60.0)
+    chain = Chain(4)
+    blocks = chain.extend(chain.genesis, [T0 + 6000 * n for n in range(1, 9)])
+    kind = ChainKind.CONSENSUS
+    reader = FakeReader(chain, kind, "consensus")
+    sink, metrics = Sink(), Metrics()
+    follower = follower_for(reader, sink, metrics)
+    task = await start(follower, reader)
+    for block in blocks:
+        await announce(reader, block)
+    await stop(task, metrics)
+    # #1 at once; then #2 is confirmed by #4 and reads #2..#4 with it; #5 by #7, and so on.
+    assert reader.reads == [[1], [2, 3, 4], [5, 6, 7]]
+    assert sink.durable == [
+        expected_row("consensus", kind, b, chain.parent(b)) for b in blocks[: len(blocks) - K]
+    ]
+    # The metrics show the newest head of each read.
+    assert metrics.heads == [(1, blocks[0].timestamp_ms), (4, blocks[3].timestamp_ms),
+                             (7, blocks[6].timestamp_ms)]  # fmt: skip
+
+
+async def test_heads_left_unread_when_the_chain_goes_quiet_are_read_within_every_s(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(seen_blocks, "HEAD_READ_EVERY_S", 0.2)
+    chain = Chain(5)
+    a1, a2, a3 = chain.extend(chain.genesis, [T0 + 6000 * n for n in range(1, 4)])
+    reader = FakeReader(chain, ChainKind.CONSENSUS, "consensus")
+    sink, metrics = Sink(), Metrics()
+    follower = follower_for(reader, sink, metrics)
+    task = await start(follower, reader)
+    for block in (a1, a2, a3):
+        await announce(reader, block)
+    assert metrics.heads == [(1, a1.timestamp_ms)]  # #2 and #3 came within 0.2 s of it
+    for _ in range(200):  # no head comes: within about 0.2 s, the two are read
+        if len(metrics.heads) > 1:
+            break
+        await asyncio.sleep(0.01)
+    await stop(task, metrics)
+    assert reader.reads == [[1], [2, 3]]
+    assert metrics.heads == [(1, a1.timestamp_ms), (3, a3.timestamp_ms)]
 
 
 # -- a domain row whose consensus block cannot be named ---------------------------------------
