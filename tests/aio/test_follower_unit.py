@@ -347,16 +347,35 @@ def reorg_setup() -> tuple[Chain, list[Block], list[Block]]:
     return chain, main, branch
 
 
+@dataclass
+class Resumed:
+    """A follower resumed from the rows of some blocks, waiting for its first head."""
+
+    reader: FakeReader
+    durable: list[Row]  # the rows it resumed from
+    sink: Sink
+    metrics: Metrics
+    follower: Follower
+    task: asyncio.Task[None]
+
+
+async def resumed(
+    chain: Chain, kind: ChainKind, name: str, blocks: list[Block], **kwargs: Any
+) -> Resumed:
+    reader = FakeReader(chain, kind, name)
+    durable = durable_rows(name, kind, chain, blocks)
+    sink, metrics = Sink(durable=list(durable)), Metrics()
+    follower = follower_for(reader, sink, metrics, resume=durable[-1], **kwargs)
+    return Resumed(reader, durable, sink, metrics, follower, await start(follower, reader))
+
+
 async def test_a_reorg_beyond_confirmation_deletes_retracts_and_rereads_the_parent() -> None:
     chain, (a1, a2, a3, a4, a5, a6, a7), (b4, b5, b6, _b7, b8) = reorg_setup()
-    kind = ChainKind.CONSENSUS
-    reader = FakeReader(chain, kind, "consensus")
-    durable = durable_rows("consensus", kind, chain, [a1, a2, a3])
-    sink, metrics, index = Sink(durable=list(durable)), Metrics(), ConsensusIndex()
-    follower = follower_for(
-        reader, sink, metrics, resume=durable[-1], consensus=index, publish_durable_above=0
+    kind, index = ChainKind.CONSENSUS, ConsensusIndex()
+    run = await resumed(
+        chain, kind, "consensus", [a1, a2, a3], consensus=index, publish_durable_above=0
     )
-    task = await start(follower, reader)
+    reader, durable, sink, metrics, task = run.reader, run.durable, run.sink, run.metrics, run.task
     await announce(reader, a6)
     await announce(reader, a7)
     assert sink.durable == [*durable, *durable_rows("consensus", kind, chain, [a4, a5])]
@@ -403,11 +422,8 @@ async def test_a_best_below_the_confirmed_tip_deletes_only_if_the_node_retracted
     (a fail-over to a node still syncing): nothing is deleted."""
     chain, (a1, a2, a3, a4, a5, a6, a7), (b4, b5, b6, _b7, b8) = reorg_setup()
     kind = ChainKind.CONSENSUS
-    reader = FakeReader(chain, kind, "consensus")
-    durable = durable_rows("consensus", kind, chain, [a1, a2, a3])
-    sink, metrics = Sink(durable=list(durable)), Metrics()
-    follower = follower_for(reader, sink, metrics, resume=durable[-1])
-    task = await start(follower, reader)
+    run = await resumed(chain, kind, "consensus", [a1, a2, a3])
+    reader, durable, sink, metrics, task = run.reader, run.durable, run.sink, run.metrics, run.task
     await announce(reader, a6)
     await announce(reader, a7)
     rows_before = [*durable, *durable_rows("consensus", kind, chain, [a4, a5])]
@@ -727,18 +743,15 @@ async def test_a_source_orphaned_under_the_consensus_followers_eyes_is_named_at_
 async def test_a_row_whose_parent_is_not_the_last_written_is_refused() -> None:
     chain, (a1, a2, a3, a4, a5, a6, a7), _ = reorg_setup()
     kind = ChainKind.GENERIC
-    reader = FakeReader(chain, kind, "generic")
-    durable = durable_rows("generic", kind, chain, [a1, a2, a3])
-    sink, metrics = Sink(durable=list(durable)), Metrics()
-    follower = follower_for(reader, sink, metrics, resume=durable[-1])
-    task = await start(follower, reader)
+    run = await resumed(chain, kind, "generic", [a1, a2, a3])
+    reader, durable, sink, metrics, task = run.reader, run.durable, run.sink, run.metrics, run.task
     await announce(reader, a6)  # confirms A4
     assert sink.durable[-1] == expected_row("generic", kind, a4, a3)
     # A confirmation of a block whose parent is not A4 (as a bug in the tree would make).
     stray = chain.child(a4, T0 + 99_000)
     stray_sibling = chain.child(a3, T0 + 98_000)
     for ref in (BlockRef.of(stray_sibling.header), BlockRef.of(chain.child(stray, T0).header)):
-        follower._todo.append(Confirmed(ref))
+        run.follower._todo.append(Confirmed(ref))
         await announce(reader, a6)  # the queue is applied before the head
         assert metrics.count("invariant") == 1
         assert sink.durable[-1] == expected_row("generic", kind, a4, a3), "a stray row went out"
