@@ -8,7 +8,9 @@ the same conditions, and the ratio reported is the median of the pairs).
    headers and the row's storage per block, pipelined, raw websockets and orjson, no
    decoding, no rows; the best of its batch mixes, chosen first), each in its own
    process, with its bytecode cached as when installed; and each one's peak RSS (the
-   kernel's, from wait4).
+   kernel's, from wait4).  Each run's CPU time is printed too, its own and the devnet's
+   meanwhile, and each client's own CPU per second of its run: near 1, a client is held
+   up by its own CPU; well below, by the devnet's answers.
    Targets: at least 0.9 of the raw fetcher's speed; peak RSS within 2x of its.
 2. Start-up: spawn to the first block request (bench/startup.py's recording proxy),
    median of --startup-runs runs, bytecode cached, the package installed as pip
@@ -52,7 +54,7 @@ from types import ModuleType
 
 import uvloop
 import websockets
-from devnet_process import PYTHON, devnet_process
+from devnet_process import PYTHON, devnet_cpu_seconds, devnet_process
 from startup import Client, Proxy, child_env, installed, one_run
 
 HERE = Path(__file__).resolve().parent
@@ -82,6 +84,8 @@ class Process:
     seconds: float  # spawn to exit
     peak_rss_mib: float
     out: str
+    cpu_seconds: float  # its own, user and system
+    devnet_cpu_seconds: float = 0.0  # the devnet's meanwhile (see run_against)
 
 
 # Every client runs as an installed package does, its bytecode cached (pip compiles it at
@@ -90,7 +94,8 @@ ENV = child_env(tempfile.mkdtemp(prefix="blocktimesd-pycache-"))
 
 
 def spawn(argv: list[str], env: dict[str, str] = ENV) -> Process:
-    """Run ``argv`` to its end: its wall time and its own peak RSS (wait4's rusage)."""
+    """Run ``argv`` to its end: its wall time, its own peak RSS and CPU time (wait4's
+    rusage)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
         proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env)
@@ -102,7 +107,7 @@ def spawn(argv: list[str], env: dict[str, str] = ENV) -> Process:
         printed, complained = out.read().decode(), err.read().decode()
     if proc.returncode != 0:
         raise RuntimeError(f"{argv[:4]} exited {proc.returncode}: {complained[-2000:]}")
-    return Process(seconds, usage.ru_maxrss / 1024, printed)
+    return Process(seconds, usage.ru_maxrss / 1024, printed, usage.ru_utime + usage.ru_stime)
 
 
 def backfill_argv(url: str, last: int, data: str) -> list[str]:
@@ -121,13 +126,22 @@ def ceiling_argv(url: str, last: int, mix: tuple[int, int]) -> list[str]:
     ]  # fmt: skip
 
 
+async def run_against(url: str, argv: list[str]) -> Process:
+    """``argv`` run to its end (:func:`spawn`), with the CPU time that the devnet serving
+    ``url`` spent meanwhile: which of the two a run waits on."""
+    before = devnet_cpu_seconds(url)
+    proc = await asyncio.to_thread(spawn, argv)
+    proc.devnet_cpu_seconds = devnet_cpu_seconds(url) - before
+    return proc
+
+
 async def backfill(url: str, last: int) -> Process:
     with tempfile.TemporaryDirectory() as data:
-        return await asyncio.to_thread(spawn, backfill_argv(url, last, data))
+        return await run_against(url, backfill_argv(url, last, data))
 
 
 async def raw(url: str, last: int, mix: tuple[int, int]) -> Process:
-    return await asyncio.to_thread(spawn, ceiling_argv(url, last, mix))
+    return await run_against(url, ceiling_argv(url, last, mix))
 
 
 async def best_mix(url: str, last: int, mixes: list[tuple[int, int]]) -> tuple[int, int]:
@@ -165,20 +179,44 @@ async def zero(args: argparse.Namespace) -> list[Target]:
         print(f"  raw fetcher's best mix: {mix[0]} in flight x {mix[1]} per batch", flush=True)
         speed: list[float] = []
         memory: list[float] = []
+        runs: list[tuple[Process, Process]] = []
         for i in range(args.pairs):
             ours, theirs = await pair(url, last, mix, i)
+            runs.append((ours, theirs))
             speed.append(theirs.seconds / ours.seconds)
             memory.append(ours.peak_rss_mib / theirs.peak_rss_mib)
             print(
-                f"  pair {i + 1}: blocktimesd {ours.seconds:.2f} s, {ours.peak_rss_mib:.0f} MiB; "
-                f"raw fetcher {theirs.seconds:.2f} s, {theirs.peak_rss_mib:.0f} MiB",
+                f"  pair {i + 1}: blocktimesd {_shown(ours)}; raw fetcher {_shown(theirs)}",
                 flush=True,
             )
+    _cpu_line(runs)
     s, m = statistics.median(speed), statistics.median(memory)
     return [
         Target(f"0 ms, {last:,} blocks: speed / batched raw fetcher", ">= 0.9", s, speed, s >= 0.9),
         Target("0 ms: peak RSS / raw fetcher's", "<= 2", m, memory, m <= 2.0),
     ]
+
+
+def _shown(proc: Process) -> str:
+    return (
+        f"{proc.seconds:.2f} s ({proc.cpu_seconds:.2f} s of CPU, the devnet "
+        f"{proc.devnet_cpu_seconds:.2f} s), {proc.peak_rss_mib:.0f} MiB"
+    )
+
+
+def _cpu_line(runs: list[tuple[Process, Process]]) -> None:
+    """Each client's own CPU time per second of its run, medians: near 1, a client is held
+    up by its own CPU; well below, by the devnet's answers."""
+
+    def busy(procs: list[Process]) -> float:
+        return statistics.median(p.cpu_seconds / p.seconds for p in procs)
+
+    ours, theirs = [o for o, _ in runs], [t for _, t in runs]
+    print(
+        f"  own CPU per second of run: blocktimesd {busy(ours):.2f}, "
+        f"raw fetcher {busy(theirs):.2f}",
+        flush=True,
+    )
 
 
 # -- 2. start-up -------------------------------------------------------------------------------
